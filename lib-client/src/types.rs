@@ -1,0 +1,294 @@
+//! The wire types of the Reliquary HTTP API (`shared/spec/api.md`), shared by the server and the
+//! client so that the two can never drift apart.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The portable slot every download falls back to.
+pub const NOARCH: &str = "noarch";
+
+/// An RFC 3339 UTC instant, always written with millisecond precision (`2026-11-22T01:23:45.678Z`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(DateTime<Utc>);
+
+impl Timestamp {
+    /// Now, truncated to whole milliseconds so that a value survives a round trip through JSON.
+    pub fn now() -> Self {
+        Self::from_millis(Utc::now().timestamp_millis())
+    }
+
+    pub fn from_millis(millis: i64) -> Self {
+        Self(DateTime::from_timestamp_millis(millis).unwrap_or_default())
+    }
+
+    pub fn millis(&self) -> i64 {
+        self.0.timestamp_millis()
+    }
+
+    pub fn as_datetime(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+}
+
+impl std::str::FromStr for Timestamp {
+    type Err = chrono::ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(DateTime::parse_from_rfc3339(s)?.with_timezone(&Utc)))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Fixed when an artefact is created: a release major or a dev branch build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Release,
+    Branch,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Release => "release",
+            Kind::Branch => "branch",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "release" => Ok(Kind::Release),
+            "branch" => Ok(Kind::Branch),
+            other => Err(format!("kind must be `release` or `branch`, not `{other}`")),
+        }
+    }
+}
+
+/// One per-architecture tarball of an artefact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Slot {
+    pub sha256: String,
+    pub size: u64,
+    pub version: String,
+    pub uploaded_at: Timestamp,
+    /// JWS compact serialization over the slot's signing payload (see `signing`).
+    pub signature: String,
+}
+
+/// Where a mirrored artefact came from; `null` for local artefacts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Origin {
+    /// The peer's registry name (its identity in signatures).
+    pub registry: String,
+    /// The name of the local remote it was mirrored through.
+    pub remote: String,
+    pub synced_at: Timestamp,
+}
+
+/// The artefact document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Artefact {
+    pub id: String,
+    pub kind: Kind,
+    pub package_name: String,
+    pub version: String,
+    pub licence: Option<String>,
+    pub description: Option<String>,
+    pub category: Option<String>,
+    pub tarballs: BTreeMap<String, Slot>,
+    pub origin: Option<Origin>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub data_updated_at: Timestamp,
+    pub revision: i64,
+    pub seq: i64,
+}
+
+impl Artefact {
+    /// The slot a download for `architecture` is served from: the exact slot, else `noarch`.
+    pub fn resolve_slot(&self, architecture: &str) -> Option<(&str, &Slot)> {
+        self.tarballs
+            .get_key_value(architecture)
+            .or_else(|| self.tarballs.get_key_value(NOARCH))
+            .map(|(arch, slot)| (arch.as_str(), slot))
+    }
+}
+
+/// What remains of a deleted artefact, so that mirrors learn about the deletion.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tombstone {
+    pub id: String,
+    /// Always `true`; it is what tells a tombstone from a document in a change list.
+    pub deleted: bool,
+    pub kind: Kind,
+    pub seq: i64,
+    pub deleted_at: Timestamp,
+    /// The last revision the document had; a re-created artefact continues from it.
+    pub revision: i64,
+}
+
+/// One entry of the sync-mode list: a document or a tombstone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Change {
+    Deleted(Tombstone),
+    Artefact(Box<Artefact>),
+}
+
+impl Change {
+    pub fn seq(&self) -> i64 {
+        match self {
+            Change::Deleted(t) => t.seq,
+            Change::Artefact(a) => a.seq,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            Change::Deleted(t) => &t.id,
+            Change::Artefact(a) => &a.id,
+        }
+    }
+}
+
+/// `GET /artefacts` in browse mode.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BrowsePage {
+    pub items: Vec<Artefact>,
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /artefacts?since=N` in sync mode.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangePage {
+    pub items: Vec<Change>,
+    /// The registry's highest seq when the page was read.
+    pub last_seq: i64,
+    /// `true` when more changes follow this page; ask again with `since` = the last item's seq.
+    pub has_more: bool,
+}
+
+/// One violation in a `422` answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+/// The body of every error answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+/// A public signing key as published in `/.well-known/reliquary`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwk {
+    pub kty: String,
+    pub crv: String,
+    pub x: String,
+    pub kid: String,
+    #[serde(rename = "use")]
+    pub use_: String,
+}
+
+/// `GET /.well-known/reliquary`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WellKnown {
+    pub registry: String,
+    pub api_version: u32,
+    pub keys: Vec<Jwk>,
+}
+
+/// What a key may do (see the roles table in `api.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Publish,
+    Read,
+    Mirror,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Publish => "publish",
+            Role::Read => "read",
+            Role::Mirror => "mirror",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "publish" => Ok(Role::Publish),
+            "read" => Ok(Role::Read),
+            "mirror" => Ok(Role::Mirror),
+            other => Err(format!(
+                "role must be admin, publish, read or mirror, not `{other}`"
+            )),
+        }
+    }
+}
+
+/// An API key as listed; the token itself is never part of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// `rlq_` and the token's first characters, so people can tell keys apart.
+    pub prefix: String,
+    pub allowed_package_name: Option<String>,
+    pub allowed_name_prefix: Option<String>,
+    pub allowed_category: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub last_used_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+}

@@ -1,0 +1,152 @@
+//! The blob store: tarballs in any `object_store` backend, addressed by typed keys.
+//!
+//! Finished blobs are content-addressed (`sha256/<hex>`), so identical tarballs are stored once
+//! and writing the same blob twice is harmless. Uploads stream into `uploads/<uuid>` first and are
+//! promoted only once their digest is known and validated.
+
+use std::ops::Range;
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, WriteMultipart};
+use uuid::Uuid;
+
+/// Where a blob lives; nobody builds blob paths by hand.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlobKey {
+    /// A finished tarball, by the hex sha256 of its bytes.
+    Sha256(String),
+    /// An upload in progress (or abandoned, for gc to collect).
+    Upload(Uuid),
+}
+
+impl BlobKey {
+    pub fn sha256(hex: &str) -> Self {
+        Self::Sha256(hex.to_owned())
+    }
+
+    fn path(&self) -> Path {
+        match self {
+            BlobKey::Sha256(hex) => Path::from(format!("sha256/{hex}")),
+            BlobKey::Upload(id) => Path::from(format!("uploads/{id}")),
+        }
+    }
+}
+
+/// A streaming download.
+pub struct BlobStream {
+    /// The blob's full size, whatever range was asked for.
+    pub size: u64,
+    pub body: BoxStream<'static, Result<Bytes, object_store::Error>>,
+}
+
+#[derive(Clone)]
+pub struct Blobs {
+    store: Arc<dyn ObjectStore>,
+}
+
+impl Blobs {
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        Self { store }
+    }
+
+    /// Blobs under a local directory, created if missing.
+    pub fn local(root: &FsPath) -> std::io::Result<Self> {
+        std::fs::create_dir_all(root)?;
+        let store = LocalFileSystem::new_with_prefix(root).map_err(std::io::Error::other)?;
+        Ok(Self::new(Arc::new(store)))
+    }
+
+    /// Starts streaming an upload into a fresh temporary key.
+    pub async fn begin_upload(&self) -> Result<BlobWriter, object_store::Error> {
+        let id = Uuid::new_v4();
+        let upload = self.store.put_multipart(&BlobKey::Upload(id).path()).await?;
+        Ok(BlobWriter {
+            id,
+            // 8 MiB parts keep S3 part counts low while bounding memory per upload.
+            inner: WriteMultipart::new_with_chunk_size(upload, 8 << 20),
+        })
+    }
+
+    /// Moves a finished upload to its content address. When that address already holds the
+    /// blob (same digest, same bytes) the upload is simply dropped.
+    pub async fn promote(&self, upload: Uuid, sha256: &str) -> Result<(), object_store::Error> {
+        let from = BlobKey::Upload(upload).path();
+        let to = BlobKey::sha256(sha256).path();
+        match self.store.head(&to).await {
+            Ok(_) => self.store.delete(&from).await,
+            Err(object_store::Error::NotFound { .. }) => self.store.rename(&from, &to).await,
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Removes an upload that will not be promoted. Best effort: gc collects what this misses.
+    pub async fn discard(&self, upload: Uuid) {
+        if let Err(error) = self.store.delete(&BlobKey::Upload(upload).path()).await {
+            if !matches!(error, object_store::Error::NotFound { .. }) {
+                tracing::warn!(%error, %upload, "could not remove an abandoned upload");
+            }
+        }
+    }
+
+    /// Streams a blob, or the half-open byte range `range` of it.
+    pub async fn open(
+        &self,
+        key: &BlobKey,
+        range: Option<Range<u64>>,
+    ) -> Result<BlobStream, object_store::Error> {
+        let options = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..Default::default()
+        };
+        let result = self.store.get_opts(&key.path(), options).await?;
+        Ok(BlobStream {
+            size: result.meta.size,
+            body: result.into_stream().boxed(),
+        })
+    }
+
+    pub async fn exists(&self, key: &BlobKey) -> Result<bool, object_store::Error> {
+        match self.store.head(&key.path()).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Fails when the store is unreachable (`/readyz`).
+    pub async fn ping(&self) -> Result<(), object_store::Error> {
+        let mut listing = self.store.list(Some(&Path::from("sha256")));
+        listing.try_next().await.map(|_| ())
+    }
+}
+
+/// An upload being streamed into the blob store.
+pub struct BlobWriter {
+    pub id: Uuid,
+    inner: WriteMultipart,
+}
+
+impl BlobWriter {
+    /// Buffers `chunk`, waiting while too many parts are in flight so memory stays bounded.
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), object_store::Error> {
+        self.inner.wait_for_capacity(2).await?;
+        self.inner.put(chunk);
+        Ok(())
+    }
+
+    pub async fn finish(self) -> Result<(), object_store::Error> {
+        self.inner.finish().await.map(|_| ())
+    }
+
+    pub async fn abort(self) {
+        if let Err(error) = self.inner.abort().await {
+            tracing::warn!(%error, "could not abort an upload");
+        }
+    }
+}

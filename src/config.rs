@@ -1,0 +1,252 @@
+//! `reliquary serve` configuration: flags, each with a `RELIQUARY_*` variable, over an optional
+//! TOML file, over defaults. Precedence: flag > env > file > default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use serde::Deserialize;
+
+use crate::domain::tarball::Limits;
+
+/// What anonymous callers may read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AnonymousRead {
+    /// Nothing: every read needs a token.
+    None,
+    /// What a mirror key sees: release artefacts only.
+    Releases,
+    /// Everything, branch builds included.
+    All,
+}
+
+/// The flags shared by every command that opens the stores (`serve`, `migrate`, `gc`, ...).
+#[derive(Args, Clone, Debug, Default)]
+pub struct StoreArgs {
+    /// TOML file with any of the settings below (keys as the flags, without `--`).
+    #[arg(long, env = "RELIQUARY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for the embedded database, local blobs, the signing key and the admin token.
+    #[arg(long, env = "RELIQUARY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Metadata store: empty for the embedded SQLite file, `mongodb://...` for MongoDB.
+    #[arg(long, env = "RELIQUARY_DATABASE")]
+    pub database: Option<String>,
+    /// Blob store: `file:///path` (default `<data-dir>/blobs`) or `s3://bucket/root-dir`.
+    #[arg(long, env = "RELIQUARY_STORAGE")]
+    pub storage: Option<String>,
+}
+
+#[derive(Args, Clone, Debug, Default)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address to listen on.
+    #[arg(long, env = "RELIQUARY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// This registry's name: its identity in signatures and federation.
+    #[arg(long, env = "RELIQUARY_REGISTRY_NAME")]
+    pub registry_name: Option<String>,
+    /// Ed25519 signing key files (PKCS#8 PEM); the first signs, all are published.
+    #[arg(long, env = "RELIQUARY_SIGNING_KEY", value_delimiter = ',')]
+    pub signing_key: Vec<PathBuf>,
+    /// The first admin token, used only when the registry has no admin key (32+ characters).
+    #[arg(long, env = "RELIQUARY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// What anonymous callers may read.
+    #[arg(long, env = "RELIQUARY_ANONYMOUS_READ", value_enum)]
+    pub anonymous_read: Option<AnonymousRead>,
+    /// Largest accepted upload body, in bytes.
+    #[arg(long, env = "RELIQUARY_MAX_UPLOAD_BYTES")]
+    pub max_upload_bytes: Option<u64>,
+    /// Unpacked bytes a tarball may always reach (the ratio may allow more).
+    #[arg(long, env = "RELIQUARY_MAX_UNPACKED_BYTES")]
+    pub max_unpacked_bytes: Option<u64>,
+    /// Unpacked bytes allowed per compressed byte beyond `--max-unpacked-bytes`.
+    #[arg(long, env = "RELIQUARY_MAX_UNPACKED_RATIO")]
+    pub max_unpacked_ratio: Option<u64>,
+}
+
+/// The settings file: the same names as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    database: Option<String>,
+    storage: Option<String>,
+    registry_name: Option<String>,
+    #[serde(default)]
+    signing_key: Vec<PathBuf>,
+    admin_token: Option<String>,
+    anonymous_read: Option<AnonymousRead>,
+    max_upload_bytes: Option<u64>,
+    max_unpacked_bytes: Option<u64>,
+    max_unpacked_ratio: Option<u64>,
+}
+
+/// The resolved configuration of a registry.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `None`: the embedded SQLite file in the data dir.
+    pub database: Option<String>,
+    /// `None`: local files under `<data-dir>/blobs`.
+    pub storage: Option<String>,
+    pub registry_name: String,
+    pub signing_keys: Vec<PathBuf>,
+    pub admin_token: Option<String>,
+    pub anonymous_read: AnonymousRead,
+    pub max_upload_bytes: u64,
+    pub tarball_limits: Limits,
+}
+
+impl Config {
+    /// The defaults for a registry whose data lives in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("valid default"),
+            data_dir: data_dir.into(),
+            database: None,
+            storage: None,
+            registry_name: "reliquary".into(),
+            signing_keys: Vec::new(),
+            admin_token: None,
+            anonymous_read: AnonymousRead::Releases,
+            max_upload_bytes: 1 << 30,
+            tarball_limits: Limits::default(),
+        }
+    }
+
+    pub fn from_store_args(args: &StoreArgs) -> anyhow::Result<Self> {
+        Self::from_serve_args(&ServeArgs {
+            store: args.clone(),
+            ..Default::default()
+        })
+    }
+
+    pub fn from_serve_args(args: &ServeArgs) -> anyhow::Result<Self> {
+        let file = match &args.store.config {
+            Some(path) => read_file_config(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = args
+            .store
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./data"));
+        let mut config = Self::new(data_dir);
+        let defaults = config.tarball_limits.clone();
+        config.listen = args.listen.or(file.listen).unwrap_or(config.listen);
+        config.database = args.store.database.clone().or(file.database).filter(|s| !s.is_empty());
+        config.storage = args.store.storage.clone().or(file.storage).filter(|s| !s.is_empty());
+        config.registry_name = args
+            .registry_name
+            .clone()
+            .or(file.registry_name)
+            .unwrap_or(config.registry_name);
+        config.signing_keys = if args.signing_key.is_empty() {
+            file.signing_key
+        } else {
+            args.signing_key.clone()
+        };
+        config.admin_token = args.admin_token.clone().or(file.admin_token);
+        config.anonymous_read = args
+            .anonymous_read
+            .or(file.anonymous_read)
+            .unwrap_or(config.anonymous_read);
+        config.max_upload_bytes = args
+            .max_upload_bytes
+            .or(file.max_upload_bytes)
+            .unwrap_or(config.max_upload_bytes);
+        config.tarball_limits.max_unpacked_bytes = args
+            .max_unpacked_bytes
+            .or(file.max_unpacked_bytes)
+            .unwrap_or(defaults.max_unpacked_bytes);
+        config.tarball_limits.max_ratio = args
+            .max_unpacked_ratio
+            .or(file.max_unpacked_ratio)
+            .unwrap_or(defaults.max_ratio);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(token) = &self.admin_token {
+            anyhow::ensure!(
+                token.chars().count() >= 32,
+                "the admin token must be at least 32 characters long"
+            );
+        }
+        anyhow::ensure!(
+            !self.registry_name.is_empty() && self.registry_name.len() <= 64,
+            "the registry name must have 1 to 64 characters"
+        );
+        Ok(())
+    }
+
+    /// The embedded database file.
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.data_dir.join("reliquary.sqlite3")
+    }
+}
+
+fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing the config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("reliquary.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9999\"\nregistry-name = \"from-file\"\nanonymous-read = \"none\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            store: StoreArgs {
+                config: Some(file),
+                ..Default::default()
+            },
+            registry_name: Some("from-flag".into()),
+            ..Default::default()
+        };
+        let config = Config::from_serve_args(&args).unwrap();
+        assert_eq!(config.registry_name, "from-flag");
+        assert_eq!(config.listen.port(), 9999);
+        assert_eq!(config.anonymous_read, AnonymousRead::None);
+        assert_eq!(config.max_upload_bytes, 1 << 30);
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn unknown_file_keys_and_short_admin_tokens_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "listn = \"127.0.0.1:1\"\n").unwrap();
+        let args = ServeArgs {
+            store: StoreArgs {
+                config: Some(file),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(Config::from_serve_args(&args).is_err());
+        let args = ServeArgs {
+            admin_token: Some("short".into()),
+            ..Default::default()
+        };
+        assert!(Config::from_serve_args(&args).is_err());
+    }
+}

@@ -1,0 +1,97 @@
+//! Artefact ids: operator-chosen ref ids such as `acme-plugin@1` or `@acme/plugin@main`.
+//!
+//! The character set and the segment rules guarantee an id can never name anything outside the
+//! store: ids are only ever used as database keys and never as paths, but they are safe as both.
+
+/// The longest id accepted (npm's package-name limit).
+pub const MAX_ID_LEN: usize = 214;
+
+/// Checks an id against `api.md`; the error is a sentence naming what is wrong.
+pub fn validate_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(format!("an id has 1 to {MAX_ID_LEN} characters"));
+    }
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-' | '.' | '_' | '~' | '@' | '/'))
+    {
+        return Err(format!(
+            "`{bad}` is not allowed in an id (use lowercase a-z, 0-9 and - . _ ~ @ /)"
+        ));
+    }
+    if id.starts_with('.') || id.starts_with('_') {
+        return Err("an id may not start with `.` or `_`".into());
+    }
+    let segments: Vec<&str> = id.split('/').collect();
+    match segments.as_slice() {
+        [_] => {}
+        [scope, name] => {
+            if !scope.starts_with('@') || scope.len() < 2 || name.is_empty() {
+                return Err("a `/` in an id must follow a leading `@scope`".into());
+            }
+        }
+        _ => return Err("an id has at most one `/`".into()),
+    }
+    if segments.iter().any(|s| *s == "." || *s == "..") {
+        return Err("an id may not have a `.` or `..` segment".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn accepts_ref_ids() {
+        for id in [
+            "acme-plugin@1",
+            "acme-plugin@main",
+            "@acme/plugin@1",
+            "a",
+            "x.y_z~w@feature-1.2",
+            "@s/p",
+        ] {
+            assert_eq!(validate_id(id), Ok(()), "{id}");
+        }
+    }
+
+    #[test]
+    fn refuses_what_the_spec_forbids() {
+        let long = "a".repeat(MAX_ID_LEN + 1);
+        for id in [
+            "",
+            long.as_str(),
+            "Acme@1",
+            "acme plugin",
+            "acme/plugin",
+            "@acme/plugin/x",
+            "@/x",
+            "@acme/",
+            ".hidden",
+            "_private",
+            "@acme/..",
+            "@acme/.",
+            "..",
+            "a\\b",
+            "a%2fb",
+            "naïve",
+        ] {
+            assert!(validate_id(id).is_err(), "{id:?} should be refused");
+        }
+        assert!(validate_id(&"a".repeat(MAX_ID_LEN)).is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn a_valid_id_is_a_safe_single_path_component_or_scope_pair(id in "[a-z0-9@._~/-]{1,40}") {
+            if validate_id(&id).is_ok() {
+                let segments: Vec<&str> = id.split('/').collect();
+                prop_assert!(segments.len() <= 2);
+                prop_assert!(segments.iter().all(|s| !s.is_empty() && *s != "." && *s != ".."));
+                prop_assert!(!id.starts_with('/'));
+            }
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! Reads an uploaded tarball as a stream, once: inflates it, walks every tar entry, refuses
+//! hostile ones, and returns the validated `package.json` manifest.
+//!
+//! Every tarball is hostile until proven otherwise: entries that would escape an extraction root,
+//! links, devices, decompression bombs and oversized manifests are all refused here, while the
+//! bytes stream past, with memory that stays flat whatever the tarball's size.
+
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::io::{self, Read};
+use std::rc::Rc;
+
+use flate2::read::GzDecoder;
+use reliquary_client::json::parse_strict;
+use reliquary_client::types::FieldError;
+use semver::Version;
+use serde_json::Value;
+
+/// The validated fields of `package.json` that the registry keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    pub name: String,
+    pub version: Version,
+    pub licence: Option<String>,
+    pub description: Option<String>,
+}
+
+/// Bounds on what an upload may unpack to.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Unpacked bytes always allowed, whatever the ratio.
+    pub max_unpacked_bytes: u64,
+    /// Unpacked bytes allowed per compressed byte, above `max_unpacked_bytes`.
+    pub max_ratio: u64,
+    pub max_entries: u64,
+    pub max_name_bytes: usize,
+    pub max_manifest_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_unpacked_bytes: 512 << 20,
+            max_ratio: 20,
+            max_entries: 200_000,
+            max_name_bytes: 4096,
+            max_manifest_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Why a tarball was refused: a `422` code and every violation found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: &'static str,
+    pub message: String,
+    pub problems: Vec<FieldError>,
+}
+
+impl Rejection {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            problems: Vec::new(),
+        }
+    }
+}
+
+/// How many entry problems are listed before the walk stops.
+const MAX_LISTED_PROBLEMS: usize = 50;
+
+/// Walks the whole gzip tar read from `input` and returns its manifest. On success `input` has
+/// been read to its end, so a caller tee-ing the same bytes elsewhere sees all of them.
+pub fn inspect(input: impl Read, limits: &Limits) -> Result<Manifest, Rejection> {
+    let compressed = Rc::new(Cell::new(0u64));
+    let mut counted_input = Counting {
+        inner: input,
+        count: compressed.clone(),
+    };
+    let result = walk(&mut counted_input, compressed, limits);
+    if result.is_ok() {
+        // Whatever follows the gzip member (padding, garbage) is not ours to judge, but it must be
+        // consumed so the upload's hash and size cover the whole body.
+        io::copy(&mut counted_input, &mut io::sink())
+            .map_err(|e| Rejection::new("invalid_tarball", format!("reading the upload failed: {e}")))?;
+    }
+    result
+}
+
+fn walk(input: &mut impl Read, compressed: Rc<Cell<u64>>, limits: &Limits) -> Result<Manifest, Rejection> {
+    let unpacked = Capped {
+        inner: GzDecoder::new(input),
+        unpacked: 0,
+        compressed,
+        limits: limits.clone(),
+    };
+    let mut archive = tar::Archive::new(unpacked);
+    let mut problems = Vec::new();
+    let mut seen = HashSet::new();
+    let mut manifest_bytes: Option<Vec<u8>> = None;
+    let mut entry_count = 0u64;
+
+    let entries = archive.entries().map_err(|e| read_failure(&e))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| read_failure(&e))?;
+        entry_count += 1;
+        if entry_count > limits.max_entries {
+            return Err(Rejection::new(
+                "too_many_entries",
+                format!("The tarball has more than {} entries.", limits.max_entries),
+            ));
+        }
+        let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let field = format!("tarball/{}", truncate(&path, 200));
+        let mut complain = |message: String| {
+            problems.push(FieldError {
+                field: field.clone(),
+                message,
+            })
+        };
+        if path.len() > limits.max_name_bytes {
+            complain(format!("entry name is longer than {} bytes", limits.max_name_bytes));
+        } else if let Err(why) = check_entry_path(&path) {
+            complain(why);
+        } else if !seen.insert(normalise_for_duplicates(&path)) {
+            complain("duplicate entry name".into());
+        }
+        match entry.header().entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {}
+            tar::EntryType::Directory | tar::EntryType::XGlobalHeader => {}
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| String::from_utf8_lossy(&t).into_owned())
+                    .unwrap_or_default();
+                if let Err(why) = check_symlink(&path, &target) {
+                    complain(why);
+                }
+            }
+            tar::EntryType::Link => complain("hard links are not allowed".into()),
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                complain("device files and FIFOs are not allowed".into())
+            }
+            other => complain(format!("entry type {other:?} is not allowed")),
+        }
+        if is_manifest_path(&path) && entry.header().entry_type().is_file() {
+            let mut bytes = Vec::new();
+            (&mut entry)
+                .take(limits.max_manifest_bytes + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| read_failure(&e))?;
+            if bytes.len() as u64 > limits.max_manifest_bytes {
+                return Err(Rejection::new(
+                    "invalid_manifest",
+                    format!("package.json is larger than {} bytes.", limits.max_manifest_bytes),
+                ));
+            }
+            // `package/package.json` wins over a top-level one when both exist.
+            if manifest_bytes.is_none() || path.trim_start_matches("./").starts_with("package/") {
+                manifest_bytes = Some(bytes);
+            }
+        }
+        if problems.len() >= MAX_LISTED_PROBLEMS {
+            break;
+        }
+        // Reading the entry's data through the inflater is what enforces the unpacked-size cap.
+        io::copy(&mut entry, &mut io::sink()).map_err(|e| read_failure(&e))?;
+    }
+    if !problems.is_empty() {
+        return Err(Rejection {
+            code: "unsafe_tarball",
+            message: "The tarball has entries that could escape or abuse an extraction directory.".into(),
+            problems,
+        });
+    }
+    // Drain the inflater to the end of the gzip member so its CRC is checked.
+    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(|e| read_failure(&e))?;
+    let bytes = manifest_bytes.ok_or_else(|| {
+        Rejection::new(
+            "missing_manifest",
+            "The tarball holds no package/package.json (or top-level package.json); is it an `npm pack` tarball?",
+        )
+    })?;
+    parse_manifest(&bytes)
+}
+
+/// Validates `package.json` bytes; a `422` lists every field that is wrong.
+pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, Rejection> {
+    let invalid = |problems: Vec<FieldError>| Rejection {
+        code: "invalid_manifest",
+        message: "package.json fails validation.".into(),
+        problems,
+    };
+    let field = |name: &str, message: String| FieldError {
+        field: format!("package.json/{name}"),
+        message,
+    };
+    let value = parse_strict(bytes)
+        .map_err(|e| invalid(vec![field("", format!("not valid JSON: {e}"))]))?;
+    let Value::Object(object) = value else {
+        return Err(invalid(vec![field("", "must be a JSON object".into())]));
+    };
+    let mut problems = Vec::new();
+    let name = match object.get("name") {
+        Some(Value::String(name)) => match check_package_name(name) {
+            Ok(()) => Some(name.clone()),
+            Err(why) => {
+                problems.push(field("name", why));
+                None
+            }
+        },
+        Some(_) => {
+            problems.push(field("name", "must be a string".into()));
+            None
+        }
+        None => {
+            problems.push(field("name", "is required".into()));
+            None
+        }
+    };
+    let version = match object.get("version") {
+        Some(Value::String(v)) => match Version::parse(v) {
+            Ok(version) => Some(version),
+            Err(e) => {
+                problems.push(field("version", format!("`{v}` is not valid semver: {e}")));
+                None
+            }
+        },
+        Some(_) => {
+            problems.push(field("version", "must be a string".into()));
+            None
+        }
+        None => {
+            problems.push(field("version", "is required".into()));
+            None
+        }
+    };
+    let licence = match object.get("license") {
+        Some(Value::String(s)) => Some(s.clone()),
+        // The long-deprecated `{"type": "MIT"}` form still appears in old packages.
+        Some(Value::Object(o)) => o.get("type").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    };
+    let description = object
+        .get("description")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    match (name, version) {
+        (Some(name), Some(version)) if problems.is_empty() => Ok(Manifest {
+            name,
+            version,
+            licence,
+            description,
+        }),
+        _ => Err(invalid(problems)),
+    }
+}
+
+/// npm's rules for a package name, the part that matters for a registry: lowercase, URL-safe,
+/// at most 214 characters, optionally scoped.
+fn check_package_name(name: &str) -> Result<(), String> {
+    let plain = |part: &str| {
+        !part.is_empty()
+            && !part.starts_with('.')
+            && !part.starts_with('_')
+            && part
+                .chars()
+                .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-' | '.' | '_' | '~'))
+    };
+    let valid = name.len() <= 214
+        && match name.strip_prefix('@').and_then(|s| s.split_once('/')) {
+            Some((scope, bare)) => plain(scope) && plain(bare),
+            None => plain(name),
+        };
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not a valid npm package name (lowercase, URL-safe, optionally `@scope/name`)",
+            truncate(name, 100)
+        ))
+    }
+}
+
+fn is_manifest_path(path: &str) -> bool {
+    matches!(path.trim_start_matches("./"), "package/package.json" | "package.json")
+}
+
+/// Refuses anything that could land outside an extraction root on any platform.
+pub fn check_entry_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("empty entry name".into());
+    }
+    if path.contains('\\') {
+        return Err("backslashes are not allowed in entry names".into());
+    }
+    if path.starts_with('/') {
+        return Err("absolute paths are not allowed".into());
+    }
+    let bytes = path.as_bytes();
+    if bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' {
+        return Err("Windows drive paths are not allowed".into());
+    }
+    if path.split('/').any(|c| c == "..") {
+        return Err("`..` is not allowed in entry names".into());
+    }
+    if path.chars().any(|c| c.is_control()) {
+        return Err("control characters are not allowed in entry names".into());
+    }
+    Ok(())
+}
+
+/// A symlink must be relative and resolve, from its own directory, inside the top-level
+/// directory it lives in (e.g. `package/node_modules/.bin/x -> ../x/cli.js`).
+pub fn check_symlink(path: &str, target: &str) -> Result<(), String> {
+    if target.is_empty() {
+        return Err("symlink with an empty target".into());
+    }
+    if target.starts_with('/') || target.contains('\\') || target.as_bytes().get(1) == Some(&b':') {
+        return Err(format!("symlink to `{}` is not relative", truncate(target, 200)));
+    }
+    let mut resolved: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    resolved.pop();
+    let floor = usize::from(!resolved.is_empty());
+    for component in target.split('/') {
+        match component {
+            "" | "." => {}
+            ".." => {
+                if resolved.len() <= floor {
+                    return Err(format!("symlink to `{}` escapes the package", truncate(target, 200)));
+                }
+                resolved.pop();
+            }
+            other => resolved.push(other),
+        }
+    }
+    Ok(())
+}
+
+/// Two names that would collide on a case-insensitive file system are duplicates.
+fn normalise_for_duplicates(path: &str) -> String {
+    path.trim_start_matches("./").trim_end_matches('/').to_lowercase()
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
+fn read_failure(error: &io::Error) -> Rejection {
+    if let Some(limit) = error.get_ref().and_then(|e| e.downcast_ref::<UnpackedLimit>()) {
+        return Rejection::new(
+            "unpacked_too_large",
+            format!(
+                "The tarball unpacks to more than {} bytes (a decompression bomb, or raise the limit).",
+                limit.0
+            ),
+        );
+    }
+    Rejection::new(
+        "invalid_tarball",
+        format!("The upload is not a readable gzip tar: {error}."),
+    )
+}
+
+struct Counting<R> {
+    inner: R,
+    count: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+#[derive(Debug)]
+struct UnpackedLimit(u64);
+
+impl std::fmt::Display for UnpackedLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unpacked size over {} bytes", self.0)
+    }
+}
+
+impl std::error::Error for UnpackedLimit {}
+
+/// The inflated stream, cut off as soon as it passes the unpacked-size cap.
+struct Capped<R> {
+    inner: R,
+    unpacked: u64,
+    compressed: Rc<Cell<u64>>,
+    limits: Limits,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.unpacked += n as u64;
+        let cap = self
+            .limits
+            .max_unpacked_bytes
+            .max(self.compressed.get().saturating_mul(self.limits.max_ratio));
+        if self.unpacked > cap {
+            return Err(io::Error::other(UnpackedLimit(cap)));
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,141 @@
+//! The one error type of the HTTP API and how it becomes the JSON error shape of `api.md`.
+//!
+//! Policy: every handler and service function returns `Result<_, Error>`. Domain rules produce
+//! errors with a stable snake_case `code` and a sentence a person can act on; storage errors are
+//! mapped here, once: a missing record is the caller's 404, a revision race is a 409, and an
+//! unreachable store is a 503 that changed nothing. Internal failures are logged with their cause
+//! and answered with a generic 500 so that no internals leak to clients.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use reliquary_client::types::{ErrorBody, FieldError};
+
+use crate::store::StoreError;
+
+#[derive(Debug)]
+pub struct Error {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub errors: Vec<FieldError>,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+
+    /// A `422` listing every violation found.
+    pub fn unprocessable(
+        code: &'static str,
+        message: impl Into<String>,
+        errors: Vec<FieldError>,
+    ) -> Self {
+        Self {
+            errors,
+            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+        }
+    }
+
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    }
+
+    /// Logs the cause and answers a 500 that reveals nothing about it.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(%cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "The registry hit an unexpected error; it has been logged.",
+        )
+    }
+
+    pub fn artefact_not_found(id: &str) -> Self {
+        Self::not_found("artefact_not_found", format!("No artefact `{id}` here."))
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound => Self::not_found("not_found", "No such record."),
+            StoreError::RevisionMismatch => Self::conflict(
+                "revision_mismatch",
+                "The record changed while this request was in flight; retry it.",
+            ),
+            StoreError::Duplicate(what) => {
+                Self::conflict("already_exists", format!("{what} already exists."))
+            }
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(%cause, "metadata store unavailable");
+                Self::unavailable(
+                    "metadata_store_unavailable",
+                    "The metadata store is unreachable; nothing was changed. Retry shortly.",
+                )
+            }
+            StoreError::Other(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<object_store::Error> for Error {
+    fn from(error: object_store::Error) -> Self {
+        match error {
+            object_store::Error::NotFound { path, .. } => {
+                Self::internal(format!("blob {path} is referenced but missing"))
+            }
+            other => {
+                tracing::warn!(cause = %other, "blob store unavailable");
+                Self::unavailable(
+                    "blob_store_unavailable",
+                    "The blob store is unreachable; nothing was changed. Retry shortly.",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            code: self.code.to_owned(),
+            message: self.message,
+            errors: (self.status == StatusCode::UNPROCESSABLE_ENTITY || !self.errors.is_empty())
+                .then_some(self.errors),
+        };
+        (self.status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,275 @@
+//! Handlers for `/artefacts`: parse, call the registry, shape the answer.
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::header::{
+    ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_NONE_MATCH, IF_RANGE, RANGE,
+};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::TryStreamExt;
+use serde::Deserialize;
+
+use super::conditional::{none_match, parse_range, RangeRequest};
+use super::extract::{architecture, ApiJson, ApiQuery, AppState, ArtefactId};
+use crate::auth::Caller;
+use crate::error::{Error, Result};
+use crate::registry::{decode_cursor, ArtefactPatch, UploadRequest, DEFAULT_PAGE, MAX_PAGE};
+use crate::store::BrowseQuery;
+
+#[derive(Deserialize)]
+pub struct UploadQuery {
+    architecture: Option<String>,
+    kind: Option<String>,
+    category: Option<String>,
+    #[serde(default)]
+    force: bool,
+}
+
+/// `POST /artefacts/npm/{id}`: the raw body or the multipart field `tarball`.
+pub async fn upload(
+    State(registry): State<AppState>,
+    caller: Caller,
+    ArtefactId(id): ArtefactId,
+    ApiQuery(query): ApiQuery<UploadQuery>,
+    request: Request,
+) -> Result<Response> {
+    let kind = match query.kind.as_deref() {
+        None => reliquary_client::types::Kind::Release,
+        Some(kind) => kind.parse().map_err(|why: String| Error::bad_request("invalid_kind", why))?,
+    };
+    if let Some(category) = &query.category {
+        validate_category(category)?;
+    }
+    let upload = UploadRequest {
+        id,
+        architecture: architecture(query.architecture)?,
+        kind,
+        category: query.category,
+        force: query.force,
+    };
+    if let Some(length) = content_length(request.headers()) {
+        if length > registry.max_upload_bytes {
+            return Err(Error::too_large(format!(
+                "The upload is {length} bytes; this registry accepts at most {} bytes.",
+                registry.max_upload_bytes
+            )));
+        }
+    }
+    let uploaded = if is_multipart(request.headers()) {
+        let mut multipart = Multipart::from_request(request, &registry)
+            .await
+            .map_err(|e| Error::bad_request("invalid_multipart", e.body_text()))?;
+        loop {
+            let field = multipart
+                .next_field()
+                .await
+                .map_err(|e| Error::bad_request("invalid_multipart", e.body_text()))?
+                .ok_or_else(|| Error::bad_request("missing_tarball", "The multipart body has no `tarball` field."))?;
+            if field.name() == Some("tarball") {
+                break registry.upload(&caller, upload, field).await?;
+            }
+        }
+    } else {
+        registry
+            .upload(&caller, upload, request.into_body().into_data_stream())
+            .await?
+    };
+    let status = if uploaded.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(uploaded.doc)).into_response())
+}
+
+/// `GET /artefacts/{id}`.
+pub async fn get(
+    State(registry): State<AppState>,
+    caller: Caller,
+    ArtefactId(id): ArtefactId,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let doc = registry.artefact(&caller, &id).await?;
+    let etag = format!("\"{}\"", doc.revision);
+    if none_match(header(&headers, IF_NONE_MATCH), &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag)]).into_response());
+    }
+    Ok(([(ETAG, etag)], Json(doc)).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct TarballQuery {
+    architecture: Option<String>,
+}
+
+/// `GET /artefacts/{id}/tarball?architecture=`: streamed, with 304 and single-range 206.
+pub async fn tarball(
+    State(registry): State<AppState>,
+    caller: Caller,
+    ArtefactId(id): ArtefactId,
+    ApiQuery(query): ApiQuery<TarballQuery>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let requested = architecture(query.architecture)?;
+    let (doc, resolved, slot) = registry.resolve_tarball(&caller, &id, &requested).await?;
+    let etag = format!("\"sha256:{}\"", slot.sha256);
+    let mut response_headers = HeaderMap::new();
+    response_headers.insert(ETAG, value(&etag));
+    response_headers.insert("x-artefact-architecture", value(&resolved));
+    response_headers.insert("x-artefact-version", value(&slot.version));
+    response_headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if none_match(header(&headers, IF_NONE_MATCH), &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, response_headers).into_response());
+    }
+    // A Range is honoured only if the client's copy is still the current one.
+    let range_header = match header(&headers, IF_RANGE) {
+        Some(if_range) if if_range.trim() != etag => None,
+        _ => header(&headers, RANGE),
+    };
+    let (status, range) = match parse_range(range_header, slot.size) {
+        RangeRequest::Full => (StatusCode::OK, None),
+        RangeRequest::Partial(range) => (StatusCode::PARTIAL_CONTENT, Some(range)),
+        RangeRequest::Unsatisfiable => {
+            response_headers.insert(CONTENT_RANGE, value(&format!("bytes */{}", slot.size)));
+            return Ok((StatusCode::RANGE_NOT_SATISFIABLE, response_headers).into_response());
+        }
+    };
+    let blob = registry.open_blob(&slot.sha256, range.clone()).await?;
+    let length = match &range {
+        Some(range) => {
+            response_headers.insert(
+                CONTENT_RANGE,
+                value(&format!("bytes {}-{}/{}", range.start, range.end - 1, blob.size)),
+            );
+            range.end - range.start
+        }
+        None => blob.size,
+    };
+    response_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
+    response_headers.insert(CONTENT_LENGTH, value(&length.to_string()));
+    tracing::debug!(id = %doc.id, arch = %resolved, bytes = length, "serving tarball");
+    let body = Body::from_stream(blob.body.map_err(std::io::Error::other));
+    Ok((status, response_headers, body).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    q: Option<String>,
+    kind: Option<String>,
+    category: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+    since: Option<i64>,
+}
+
+/// `GET /artefacts`: browse mode, or sync mode with `since`.
+pub async fn list(
+    State(registry): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Response> {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Error::bad_request(
+            "invalid_query",
+            format!("`limit` must be between 1 and {MAX_PAGE}."),
+        ));
+    }
+    if let Some(since) = query.since {
+        if since < 0 {
+            return Err(Error::bad_request("invalid_query", "`since` must be 0 or more."));
+        }
+        let page = registry.changes(&caller, since, limit).await?;
+        return Ok(Json(page).into_response());
+    }
+    let kind = query
+        .kind
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|why: String| Error::bad_request("invalid_kind", why))?;
+    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let browse = BrowseQuery {
+        q: query.q.filter(|q| !q.is_empty()),
+        kind,
+        category: query.category.filter(|c| !c.is_empty()),
+        after,
+        limit,
+    };
+    Ok(Json(registry.browse(&caller, browse).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PatchBody {
+    category: Option<String>,
+    description: Option<String>,
+}
+
+/// `PATCH /artefacts/{id}`.
+pub async fn patch(
+    State(registry): State<AppState>,
+    caller: Caller,
+    ArtefactId(id): ArtefactId,
+    ApiJson(body): ApiJson<PatchBody>,
+) -> Result<Json<reliquary_client::types::Artefact>> {
+    if let Some(category) = body.category.as_deref().filter(|c| !c.is_empty()) {
+        validate_category(category)?;
+    }
+    let patch = ArtefactPatch {
+        category: body.category,
+        description: body.description,
+    };
+    Ok(Json(registry.patch(&caller, &id, patch).await?))
+}
+
+/// `DELETE /artefacts/{id}`.
+pub async fn delete(
+    State(registry): State<AppState>,
+    caller: Caller,
+    ArtefactId(id): ArtefactId,
+) -> Result<Json<reliquary_client::types::Tombstone>> {
+    Ok(Json(registry.delete(&caller, &id).await?))
+}
+
+/// `DELETE /artefacts/{id}/tarballs/{arch}`.
+pub async fn delete_slot(
+    State(registry): State<AppState>,
+    caller: Caller,
+    ArtefactId(id): ArtefactId,
+    axum::extract::Path((_, arch)): axum::extract::Path<(String, String)>,
+) -> Result<Json<reliquary_client::types::Artefact>> {
+    let arch = architecture(Some(arch))?;
+    Ok(Json(registry.delete_slot(&caller, &id, &arch).await?))
+}
+
+/// Categories are short labels: the same alphabet as ids, without `@` and `/`.
+fn validate_category(category: &str) -> Result<()> {
+    let ok = !category.is_empty()
+        && category.len() <= 64
+        && category
+            .chars()
+            .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-' | '.' | '_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::bad_request(
+            "invalid_category",
+            format!("`{category}` is not a category: use 1 to 64 of a-z 0-9 - . _"),
+        ))
+    }
+}
+
+fn is_multipart(headers: &HeaderMap) -> bool {
+    header(headers, CONTENT_TYPE).is_some_and(|ct| ct.starts_with("multipart/form-data"))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    header(headers, CONTENT_LENGTH).and_then(|v| v.parse().ok())
+}
+
+fn header(headers: &HeaderMap, name: axum::http::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}

@@ -1,0 +1,60 @@
+//! The HTTP API: every route, its body limit and the shared middleware, in one place.
+
+pub mod artefacts;
+pub mod conditional;
+pub mod extract;
+pub mod ops;
+
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Request, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+use crate::error::Error;
+pub use extract::AppState;
+
+/// JSON request bodies (keys, patches, remotes) are small.
+const JSON_BODY_LIMIT: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/artefacts/npm/{id}",
+            // Uploads are streamed and capped by `--max-upload-bytes` in the upload pipeline.
+            post(artefacts::upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/artefacts", get(artefacts::list))
+        .route(
+            "/artefacts/{id}",
+            get(artefacts::get)
+                .patch(artefacts::patch)
+                .delete(artefacts::delete),
+        )
+        .route("/artefacts/{id}/tarball", get(artefacts::tarball))
+        .route("/artefacts/{id}/tarballs/{arch}", delete(artefacts::delete_slot))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/.well-known/reliquary", get(ops::well_known))
+        .route("/", get(ops::root))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+                })
+                .on_request(())
+                .on_response(|response: &Response<_>, latency: Duration, _span: &Span| {
+                    tracing::info!(status = response.status().as_u16(), latency_ms = latency.as_secs_f64() * 1e3, "served");
+                }),
+        )
+        .with_state(state)
+}
+
+async fn not_found() -> Error {
+    Error::not_found("route_not_found", "No such endpoint; see docs/api.md.")
+}

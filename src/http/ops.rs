@@ -1,0 +1,31 @@
+//! Operational endpoints: liveness, readiness, the registry's identity and signing keys.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Json;
+use reliquary_client::types::WellKnown;
+use serde_json::json;
+
+use super::extract::AppState;
+use crate::error::Result;
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: both stores answer; 503 otherwise.
+pub async fn readyz(State(registry): State<AppState>) -> Result<Json<serde_json::Value>> {
+    registry.ready().await?;
+    Ok(Json(json!({"status": "ready"})))
+}
+
+/// `GET /.well-known/reliquary`.
+pub async fn well_known(State(registry): State<AppState>) -> Json<WellKnown> {
+    Json(registry.signer.well_known())
+}
+
+/// `GET /`: the web UI lives under `/ui/`.
+pub async fn root() -> Response {
+    Redirect::temporary("/ui/").into_response()
+}

@@ -1,0 +1,142 @@
+//! Reliquary: a federated artefact store for per-architecture plugin tarballs.
+//!
+//! Layers, outside in: `http` (routes and extractors) calls `registry` (the operations, their
+//! permission checks and commit protocols), which uses `domain` (pure rules), `store`
+//! (metadata behind traits) and `blobs` (tarballs behind `object_store`).
+
+pub mod auth;
+pub mod blobs;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod registry;
+pub mod secrets;
+pub mod signing;
+pub mod store;
+pub mod upload;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use reliquary_client::types::{ApiKey, Role, Timestamp};
+use tokio::net::TcpListener;
+
+use crate::blobs::Blobs;
+use crate::config::Config;
+use crate::registry::Registry;
+use crate::secrets::{generate_token, token_display_prefix, token_hash, write_private_file};
+use crate::signing::Signer;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{KeyRecord, MetadataStore};
+
+/// The file a generated first admin token is written to.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// Opens the configured metadata store and applies pending migrations; returns what was applied.
+pub async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn MetadataStore>, Vec<String>)> {
+    match config.database.as_deref() {
+        None => {
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
+            let store = SqliteStore::open(&config.sqlite_path())?;
+            let applied = store.migrate().await?;
+            Ok((Arc::new(store), applied))
+        }
+        Some(url) => anyhow::bail!(
+            "unsupported --database `{url}`: leave it empty for the embedded SQLite store"
+        ),
+    }
+}
+
+/// Opens the configured blob store.
+pub fn open_blobs(config: &Config) -> anyhow::Result<Blobs> {
+    match config.storage.as_deref() {
+        None => Ok(Blobs::local(&config.data_dir.join("blobs"))?),
+        Some(url) if url.starts_with("file://") => Ok(Blobs::local(Path::new(&url["file://".len()..]))?),
+        Some(url) => anyhow::bail!("unsupported --storage `{url}`: use file:///path"),
+    }
+}
+
+/// Opens everything a registry needs: stores (migrated), signing keys and the first admin key.
+pub async fn open_registry(config: &Config) -> anyhow::Result<Arc<Registry>> {
+    let (store, applied) = open_store(config).await?;
+    for migration in applied {
+        tracing::info!(%migration, "applied schema migration");
+    }
+    let blobs = open_blobs(config)?;
+    let signer = Signer::load(&config.registry_name, &config.signing_keys, &config.data_dir)?;
+    bootstrap_admin(store.as_ref(), config).await?;
+    Ok(Arc::new(Registry::new(store, blobs, signer, config)))
+}
+
+/// On a registry with no usable admin key, the configured admin token becomes the first one;
+/// without one, a token is generated, printed once to stderr and written to the data dir (0600).
+async fn bootstrap_admin(store: &dyn MetadataStore, config: &Config) -> anyhow::Result<()> {
+    if store.has_usable_admin().await? {
+        return Ok(());
+    }
+    let token = match &config.admin_token {
+        Some(token) => token.clone(),
+        None => {
+            let token = generate_token();
+            let path = config.data_dir.join(ADMIN_TOKEN_FILE);
+            if path.exists() {
+                std::fs::remove_file(&path)?;
+            }
+            write_private_file(&path, format!("{token}\n").as_bytes())?;
+            eprintln!(
+                "reliquary: created the first admin token (shown once, also in {}):\n  {token}",
+                path.display()
+            );
+            token
+        }
+    };
+    let key = ApiKey {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: "bootstrap-admin".into(),
+        role: Role::Admin,
+        prefix: token_display_prefix(&token),
+        allowed_package_name: None,
+        allowed_name_prefix: None,
+        allowed_category: None,
+        created_at: Timestamp::now(),
+        expires_at: None,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    store
+        .insert_key(KeyRecord {
+            key,
+            token_sha256: token_hash(&token),
+        })
+        .await?;
+    Ok(())
+}
+
+/// Serves the registry on `listener` until `shutdown` completes, then lets in-flight requests
+/// (transfers included) finish before returning.
+pub async fn launch(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let registry = open_registry(&config).await?;
+    serve(registry, listener, shutdown).await
+}
+
+/// Serves an opened registry.
+pub async fn serve(
+    registry: Arc<Registry>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = http::router(registry);
+    tracing::info!(address = %listener.local_addr()?, "reliquary is serving");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")
+}

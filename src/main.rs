@@ -1,0 +1,76 @@
+//! The `reliquary` binary: the registry server and its command-line tools.
+
+use clap::{Parser, Subcommand};
+use reliquary::config::{Config, ServeArgs, StoreArgs};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "reliquary", version, about = "A federated artefact store for per-architecture plugin tarballs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the registry: HTTP API, web UI and sync worker.
+    Serve(ServeArgs),
+    /// Apply pending schema migrations and print what was applied.
+    Migrate(StoreArgs),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("RELIQUARY_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("reliquary: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = Config::from_serve_args(&args)?;
+            let listener = tokio::net::TcpListener::bind(config.listen).await?;
+            reliquary::launch(config, listener, shutdown_signal()).await
+        }
+        Command::Migrate(args) => {
+            let config = Config::from_store_args(&args)?;
+            let (_, applied) = reliquary::open_store(&config).await?;
+            if applied.is_empty() {
+                println!("The store is up to date; nothing to apply.");
+            }
+            for migration in applied {
+                println!("applied {migration}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutting down: finishing in-flight requests");
+}

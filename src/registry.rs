@@ -1,0 +1,341 @@
+//! The artefact service: what each API operation does, between the HTTP layer (which parses and
+//! maps errors) and the stores. Permission checks, the upload commit protocol and the
+//! compare-and-swap retries live here.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::Stream;
+use reliquary_client::types::{Artefact, BrowsePage, ChangePage, Kind, Slot, Timestamp, Tombstone};
+
+use crate::auth::{self, Caller};
+use crate::blobs::{BlobKey, BlobStream, Blobs};
+use crate::config::{AnonymousRead, Config};
+use crate::domain::rules::{apply_upload, check_writable, decide, Decision, UploadIntent};
+use crate::domain::tarball::Manifest;
+use crate::domain::visibility::Visibility;
+use crate::domain::tarball::Limits;
+use crate::error::{Error, Result};
+use crate::signing::{Signer, SlotFacts};
+use crate::store::{BrowseQuery, MetadataStore, StoreError};
+use crate::upload::{receive, Received};
+
+/// How often a write retries after losing a compare-and-swap race before giving up with 409.
+const CAS_ATTEMPTS: usize = 8;
+
+pub const DEFAULT_PAGE: usize = 50;
+pub const MAX_PAGE: usize = 500;
+
+pub struct Registry {
+    pub store: Arc<dyn MetadataStore>,
+    pub blobs: Blobs,
+    pub signer: Signer,
+    pub anonymous_read: AnonymousRead,
+    pub max_upload_bytes: u64,
+    pub tarball_limits: Limits,
+    bootstrap_token_hash: Option<String>,
+}
+
+/// The query of `POST /artefacts/npm/{id}`, validated.
+#[derive(Clone, Debug)]
+pub struct UploadRequest {
+    pub id: String,
+    pub architecture: String,
+    pub kind: Kind,
+    pub category: Option<String>,
+    pub force: bool,
+}
+
+/// The outcome of an upload: the document and whether this upload created it.
+pub struct Uploaded {
+    pub doc: Artefact,
+    pub created: bool,
+}
+
+/// `PATCH /artefacts/{id}`: fields to change; an empty string clears.
+#[derive(Clone, Debug, Default)]
+pub struct ArtefactPatch {
+    pub category: Option<String>,
+    pub description: Option<String>,
+}
+
+impl Registry {
+    pub fn new(
+        store: Arc<dyn MetadataStore>,
+        blobs: Blobs,
+        signer: Signer,
+        config: &Config,
+    ) -> Self {
+        Self {
+            store,
+            blobs,
+            signer,
+            anonymous_read: config.anonymous_read,
+            max_upload_bytes: config.max_upload_bytes,
+            tarball_limits: config.tarball_limits.clone(),
+            bootstrap_token_hash: config.admin_token.as_deref().map(crate::secrets::token_hash),
+        }
+    }
+
+    pub async fn authenticate(&self, token: Option<&str>) -> Result<Caller> {
+        auth::authenticate(self.store.as_ref(), token, self.bootstrap_token_hash.as_deref()).await
+    }
+
+    /// One document, as the caller may see it.
+    pub async fn artefact(&self, caller: &Caller, id: &str) -> Result<Artefact> {
+        let visibility = caller.visibility(self.anonymous_read)?;
+        self.store
+            .get(id, visibility)
+            .await?
+            .ok_or_else(|| Error::artefact_not_found(id))
+    }
+
+    /// The slot a download of `architecture` is served from: exact, else `noarch`.
+    pub async fn resolve_tarball(
+        &self,
+        caller: &Caller,
+        id: &str,
+        architecture: &str,
+    ) -> Result<(Artefact, String, Slot)> {
+        let doc = self.artefact(caller, id).await?;
+        let (resolved, slot) = doc.resolve_slot(architecture).ok_or_else(|| {
+            let slots: Vec<&str> = doc.tarballs.keys().map(String::as_str).collect();
+            Error::not_found(
+                "architecture_not_found",
+                if slots.is_empty() {
+                    format!("`{id}` has no tarball slots.")
+                } else {
+                    format!(
+                        "`{id}` has no `{architecture}` slot and no `noarch` fallback; it has: {}.",
+                        slots.join(", ")
+                    )
+                },
+            )
+        })?;
+        let (resolved, slot) = (resolved.to_owned(), slot.clone());
+        Ok((doc, resolved, slot))
+    }
+
+    pub async fn open_blob(&self, sha256: &str, range: Option<std::ops::Range<u64>>) -> Result<BlobStream> {
+        Ok(self.blobs.open(&BlobKey::sha256(sha256), range).await?)
+    }
+
+    /// Receives, validates and commits one slot.
+    pub async fn upload<S, E>(&self, caller: &Caller, request: UploadRequest, body: S) -> Result<Uploaded>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        caller.require_publish(&request.id)?;
+        if request.force && !caller.is_admin() {
+            return Err(Error::forbidden("`force=true` needs an admin key."));
+        }
+        // Refuse what is already certain to fail before reading a possibly large body; the
+        // rules are checked again, authoritatively, at commit time.
+        if let Some(doc) = self.store.get(&request.id, Visibility::All).await? {
+            check_writable(&doc, request.kind)?;
+        }
+        let received = receive(&self.blobs, body, self.max_upload_bytes, &self.tarball_limits).await?;
+        let outcome = self.commit_upload(caller, &request, &received).await;
+        // After a promotion the temporary key is already gone; otherwise it is garbage now.
+        self.blobs.discard(received.upload).await;
+        outcome
+    }
+
+    fn intent<'a>(
+        &self,
+        request: &'a UploadRequest,
+        sha256: &'a str,
+        size: u64,
+        manifest: &'a Manifest,
+    ) -> UploadIntent<'a> {
+        UploadIntent {
+            id: &request.id,
+            architecture: &request.architecture,
+            kind: request.kind,
+            category: request.category.as_deref(),
+            force: request.force,
+            sha256,
+            size,
+            manifest,
+        }
+    }
+
+    /// Blob first, metadata second: the blob is promoted to its content address before the
+    /// document that references it is committed, so no document ever points at a missing blob.
+    async fn commit_upload(&self, caller: &Caller, request: &UploadRequest, received: &Received) -> Result<Uploaded> {
+        let intent = self.intent(request, &received.sha256, received.size, &received.manifest);
+        let mut promoted = false;
+        for _ in 0..CAS_ATTEMPTS {
+            let existing = self.store.get(&request.id, Visibility::All).await?;
+            let category = existing
+                .as_ref()
+                .map_or(request.category.as_deref(), |doc| doc.category.as_deref());
+            caller.require_content_scopes(&received.manifest.name, category)?;
+            if decide(existing.as_ref(), &intent)? == Decision::Unchanged {
+                let doc = existing.expect("Unchanged implies an existing document");
+                return Ok(Uploaded { doc, created: false });
+            }
+            if !promoted {
+                self.blobs.promote(received.upload, &received.sha256).await?;
+                promoted = true;
+            }
+            let now = Timestamp::now();
+            let version = received.manifest.version.to_string();
+            let signature = self.signer.sign_slot(SlotFacts {
+                id: &request.id,
+                architecture: &request.architecture,
+                kind: existing.as_ref().map_or(request.kind, |d| d.kind),
+                package_name: &received.manifest.name,
+                sha256: &received.sha256,
+                size: received.size,
+                version: &version,
+                signed_at: now,
+            });
+            let slot = Slot {
+                sha256: received.sha256.clone(),
+                size: received.size,
+                version,
+                uploaded_at: now,
+                signature,
+            };
+            let expected = existing.as_ref().map(|doc| doc.revision);
+            let created = existing.is_none();
+            let doc = apply_upload(existing, &intent, slot, now);
+            match self.store.put(doc, expected).await {
+                Ok(doc) => return Ok(Uploaded { doc, created }),
+                Err(StoreError::RevisionMismatch) => continue,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(StoreError::RevisionMismatch.into())
+    }
+
+    /// Browse mode of `GET /artefacts`.
+    pub async fn browse(&self, caller: &Caller, mut query: BrowseQuery) -> Result<BrowsePage> {
+        let visibility = caller.visibility(self.anonymous_read)?;
+        let limit = query.limit;
+        query.limit = limit + 1;
+        let mut items = self.store.browse(&query, visibility).await?;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|doc| encode_cursor(&doc.id))
+        } else {
+            None
+        };
+        Ok(BrowsePage { items, next_cursor })
+    }
+
+    /// Sync mode of `GET /artefacts?since=N`.
+    pub async fn changes(&self, caller: &Caller, since: i64, limit: usize) -> Result<ChangePage> {
+        let visibility = caller.visibility(self.anonymous_read)?;
+        let changes = self.store.changes(since, limit, visibility).await?;
+        Ok(ChangePage {
+            items: changes.items,
+            last_seq: changes.last_seq,
+            has_more: changes.has_more,
+        })
+    }
+
+    pub async fn patch(&self, caller: &Caller, id: &str, patch: ArtefactPatch) -> Result<Artefact> {
+        caller.require_publish(id)?;
+        for _ in 0..CAS_ATTEMPTS {
+            let mut doc = self
+                .store
+                .get(id, Visibility::All)
+                .await?
+                .ok_or_else(|| Error::artefact_not_found(id))?;
+            if doc.origin.is_some() {
+                return Err(Error::conflict(
+                    "artefact_mirrored",
+                    format!("`{id}` is mirrored and read-only here; change it at its origin."),
+                ));
+            }
+            caller.require_content_scopes(&doc.package_name, doc.category.as_deref())?;
+            if let Some(category) = &patch.category {
+                doc.category = Some(category.clone()).filter(|c| !c.is_empty());
+                caller.require_content_scopes(&doc.package_name, doc.category.as_deref())?;
+            }
+            if let Some(description) = &patch.description {
+                doc.description = Some(description.clone()).filter(|d| !d.is_empty());
+            }
+            doc.updated_at = Timestamp::now();
+            let expected = doc.revision;
+            match self.store.put(doc, Some(expected)).await {
+                Ok(doc) => return Ok(doc),
+                Err(StoreError::RevisionMismatch) => continue,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(StoreError::RevisionMismatch.into())
+    }
+
+    /// Deletes an artefact, leaving a tombstone for mirrors. Its blobs stay until gc.
+    pub async fn delete(&self, caller: &Caller, id: &str) -> Result<Tombstone> {
+        caller.require_admin()?;
+        for _ in 0..CAS_ATTEMPTS {
+            let doc = self
+                .store
+                .get(id, Visibility::All)
+                .await?
+                .ok_or_else(|| Error::artefact_not_found(id))?;
+            match self.store.delete(id, doc.revision).await {
+                Ok(tombstone) => return Ok(tombstone),
+                Err(StoreError::RevisionMismatch) => continue,
+                Err(StoreError::NotFound) => return Err(Error::artefact_not_found(id)),
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(StoreError::RevisionMismatch.into())
+    }
+
+    /// Removes one slot and returns what remains of the document.
+    pub async fn delete_slot(&self, caller: &Caller, id: &str, architecture: &str) -> Result<Artefact> {
+        caller.require_admin()?;
+        for _ in 0..CAS_ATTEMPTS {
+            let mut doc = self
+                .store
+                .get(id, Visibility::All)
+                .await?
+                .ok_or_else(|| Error::artefact_not_found(id))?;
+            if doc.tarballs.remove(architecture).is_none() {
+                return Err(Error::not_found(
+                    "slot_not_found",
+                    format!("`{id}` has no `{architecture}` slot."),
+                ));
+            }
+            let now = Timestamp::now();
+            doc.updated_at = now;
+            doc.data_updated_at = now;
+            let expected = doc.revision;
+            match self.store.put(doc, Some(expected)).await {
+                Ok(doc) => return Ok(doc),
+                Err(StoreError::RevisionMismatch) => continue,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(StoreError::RevisionMismatch.into())
+    }
+
+    /// `/readyz`: both stores answer.
+    pub async fn ready(&self) -> Result<()> {
+        self.store.ping().await?;
+        self.blobs.ping().await?;
+        Ok(())
+    }
+}
+
+/// Browse cursors are opaque to clients: the last id seen, base64url-encoded.
+pub fn encode_cursor(id: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
+}
+
+pub fn decode_cursor(cursor: &str) -> Result<String> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| Error::bad_request("invalid_cursor", "That cursor is not one this registry issued; start again without it."))
+}

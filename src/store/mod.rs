@@ -1,0 +1,99 @@
+//! Metadata storage: one narrow trait per aggregate, one module per backend.
+//!
+//! Backends own their schema and migrations. Every read of artefacts takes a [`Visibility`], so
+//! the federation filter is part of the query itself and no caller can forget it.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use reliquary_client::types::{ApiKey, Artefact, Change, Kind, Tombstone};
+
+use crate::domain::visibility::Visibility;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A compare-and-swap lost: the record's revision is not the one expected.
+    #[error("revision mismatch")]
+    RevisionMismatch,
+    #[error("{0} already exists")]
+    Duplicate(String),
+    /// The store cannot be reached; the operation changed nothing.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Browse-mode list parameters (`GET /artefacts`).
+#[derive(Clone, Debug, Default)]
+pub struct BrowseQuery {
+    /// Case-insensitive substring of id, package name or description.
+    pub q: Option<String>,
+    pub kind: Option<Kind>,
+    pub category: Option<String>,
+    /// Items strictly after this id.
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+/// A page of the change feed, read in one snapshot.
+#[derive(Clone, Debug)]
+pub struct Changes {
+    pub items: Vec<Change>,
+    pub last_seq: i64,
+    pub has_more: bool,
+}
+
+/// Artefact documents and the registry-wide change sequence.
+#[async_trait]
+pub trait ArtefactStore: Send + Sync + 'static {
+    async fn get(&self, id: &str, visibility: Visibility) -> StoreResult<Option<Artefact>>;
+
+    /// Commits `doc` if the stored revision is `expected` (`None`: the artefact must not exist).
+    /// Assigns the next `seq` and `revision` (continuing after a tombstone's), clears any
+    /// tombstone of the id, and returns the stored document.
+    async fn put(&self, doc: Artefact, expected: Option<i64>) -> StoreResult<Artefact>;
+
+    /// Deletes the document if its revision is `expected`, leaving a tombstone with the next seq.
+    async fn delete(&self, id: &str, expected: i64) -> StoreResult<Tombstone>;
+
+    /// One page ordered by id.
+    async fn browse(&self, query: &BrowseQuery, visibility: Visibility) -> StoreResult<Vec<Artefact>>;
+
+    /// Documents and tombstones with `seq > since`, ordered by seq.
+    async fn changes(&self, since: i64, limit: usize, visibility: Visibility) -> StoreResult<Changes>;
+
+    /// Every blob digest some slot references (for garbage collection).
+    async fn referenced_blobs(&self) -> StoreResult<Vec<String>>;
+
+    /// Fails when the store is unreachable (`/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// A key as stored: the listed fields plus the hash of its token.
+#[derive(Clone, Debug)]
+pub struct KeyRecord {
+    pub key: ApiKey,
+    pub token_sha256: String,
+}
+
+/// API keys, found by the sha256 of their token.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    async fn insert_key(&self, record: KeyRecord) -> StoreResult<()>;
+    async fn key_by_token_hash(&self, token_sha256: &str) -> StoreResult<Option<ApiKey>>;
+    async fn list_keys(&self) -> StoreResult<Vec<ApiKey>>;
+    /// Marks a key revoked (idempotent) and returns it.
+    async fn revoke_key(&self, id: &str, at: reliquary_client::types::Timestamp) -> StoreResult<ApiKey>;
+    async fn touch_key(&self, id: &str, at: reliquary_client::types::Timestamp) -> StoreResult<()>;
+    /// Whether any admin key that is neither revoked nor expired exists.
+    async fn has_usable_admin(&self) -> StoreResult<bool>;
+}
+
+/// Everything the server needs from a metadata backend.
+pub trait MetadataStore: ArtefactStore + KeyStore {}
+impl<T: ArtefactStore + KeyStore> MetadataStore for T {}
