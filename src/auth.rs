@@ -46,7 +46,10 @@ pub async fn authenticate(
         )));
     }
     if key.expires_at.is_some_and(|at| at <= now) {
-        return Err(Error::unauthorized(format!("Key `{}` has expired.", key.name)));
+        return Err(Error::unauthorized(format!(
+            "Key `{}` has expired.",
+            key.name
+        )));
     }
     let stale = key
         .last_used_at
@@ -103,7 +106,11 @@ impl Caller {
     /// publish keys within their id-prefix scope.
     pub fn require_publish(&self, id: &str) -> Result<()> {
         let key = match self.key() {
-            None => return Err(Error::unauthorized("Publishing needs a publish or admin token.")),
+            None => {
+                return Err(Error::unauthorized(
+                    "Publishing needs a publish or admin token.",
+                ))
+            }
             Some(key) if key.role == Role::Admin => return Ok(()),
             Some(key) if key.role == Role::Publish => key,
             Some(key) => {

@@ -65,7 +65,10 @@ impl Blobs {
     /// Starts streaming an upload into a fresh temporary key.
     pub async fn begin_upload(&self) -> Result<BlobWriter, object_store::Error> {
         let id = Uuid::new_v4();
-        let upload = self.store.put_multipart(&BlobKey::Upload(id).path()).await?;
+        let upload = self
+            .store
+            .put_multipart(&BlobKey::Upload(id).path())
+            .await?;
         Ok(BlobWriter {
             id,
             // 8 MiB parts keep S3 part counts low while bounding memory per upload.

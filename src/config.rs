@@ -142,8 +142,18 @@ impl Config {
         let mut config = Self::new(data_dir);
         let defaults = config.tarball_limits.clone();
         config.listen = args.listen.or(file.listen).unwrap_or(config.listen);
-        config.database = args.store.database.clone().or(file.database).filter(|s| !s.is_empty());
-        config.storage = args.store.storage.clone().or(file.storage).filter(|s| !s.is_empty());
+        config.database = args
+            .store
+            .database
+            .clone()
+            .or(file.database)
+            .filter(|s| !s.is_empty());
+        config.storage = args
+            .store
+            .storage
+            .clone()
+            .or(file.storage)
+            .filter(|s| !s.is_empty());
         config.registry_name = args
             .registry_name
             .clone()

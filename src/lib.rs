@@ -55,7 +55,9 @@ pub async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn MetadataStor
 pub fn open_blobs(config: &Config) -> anyhow::Result<Blobs> {
     match config.storage.as_deref() {
         None => Ok(Blobs::local(&config.data_dir.join("blobs"))?),
-        Some(url) if url.starts_with("file://") => Ok(Blobs::local(Path::new(&url["file://".len()..]))?),
+        Some(url) if url.starts_with("file://") => {
+            Ok(Blobs::local(Path::new(&url["file://".len()..]))?)
+        }
         Some(url) => anyhow::bail!("unsupported --storage `{url}`: use file:///path"),
     }
 }
@@ -67,7 +69,11 @@ pub async fn open_registry(config: &Config) -> anyhow::Result<Arc<Registry>> {
         tracing::info!(%migration, "applied schema migration");
     }
     let blobs = open_blobs(config)?;
-    let signer = Signer::load(&config.registry_name, &config.signing_keys, &config.data_dir)?;
+    let signer = Signer::load(
+        &config.registry_name,
+        &config.signing_keys,
+        &config.data_dir,
+    )?;
     bootstrap_admin(store.as_ref(), config).await?;
     Ok(Arc::new(Registry::new(store, blobs, signer, config)))
 }

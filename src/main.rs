@@ -5,7 +5,11 @@ use reliquary::config::{Config, ServeArgs, StoreArgs};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "reliquary", version, about = "A federated artefact store for per-architecture plugin tarballs")]
+#[command(
+    name = "reliquary",
+    version,
+    about = "A federated artefact store for per-architecture plugin tarballs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -12,9 +12,9 @@ use crate::auth::{self, Caller};
 use crate::blobs::{BlobKey, BlobStream, Blobs};
 use crate::config::{AnonymousRead, Config};
 use crate::domain::rules::{apply_upload, check_writable, decide, Decision, UploadIntent};
+use crate::domain::tarball::Limits;
 use crate::domain::tarball::Manifest;
 use crate::domain::visibility::Visibility;
-use crate::domain::tarball::Limits;
 use crate::error::{Error, Result};
 use crate::signing::{Signer, SlotFacts};
 use crate::store::{BrowseQuery, MetadataStore, StoreError};
@@ -73,12 +73,20 @@ impl Registry {
             anonymous_read: config.anonymous_read,
             max_upload_bytes: config.max_upload_bytes,
             tarball_limits: config.tarball_limits.clone(),
-            bootstrap_token_hash: config.admin_token.as_deref().map(crate::secrets::token_hash),
+            bootstrap_token_hash: config
+                .admin_token
+                .as_deref()
+                .map(crate::secrets::token_hash),
         }
     }
 
     pub async fn authenticate(&self, token: Option<&str>) -> Result<Caller> {
-        auth::authenticate(self.store.as_ref(), token, self.bootstrap_token_hash.as_deref()).await
+        auth::authenticate(
+            self.store.as_ref(),
+            token,
+            self.bootstrap_token_hash.as_deref(),
+        )
+        .await
     }
 
     /// One document, as the caller may see it.
@@ -116,12 +124,21 @@ impl Registry {
         Ok((doc, resolved, slot))
     }
 
-    pub async fn open_blob(&self, sha256: &str, range: Option<std::ops::Range<u64>>) -> Result<BlobStream> {
+    pub async fn open_blob(
+        &self,
+        sha256: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<BlobStream> {
         Ok(self.blobs.open(&BlobKey::sha256(sha256), range).await?)
     }
 
     /// Receives, validates and commits one slot.
-    pub async fn upload<S, E>(&self, caller: &Caller, request: UploadRequest, body: S) -> Result<Uploaded>
+    pub async fn upload<S, E>(
+        &self,
+        caller: &Caller,
+        request: UploadRequest,
+        body: S,
+    ) -> Result<Uploaded>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
@@ -135,7 +152,13 @@ impl Registry {
         if let Some(doc) = self.store.get(&request.id, Visibility::All).await? {
             check_writable(&doc, request.kind)?;
         }
-        let received = receive(&self.blobs, body, self.max_upload_bytes, &self.tarball_limits).await?;
+        let received = receive(
+            &self.blobs,
+            body,
+            self.max_upload_bytes,
+            &self.tarball_limits,
+        )
+        .await?;
         let outcome = self.commit_upload(caller, &request, &received).await;
         // After a promotion the temporary key is already gone; otherwise it is garbage now.
         self.blobs.discard(received.upload).await;
@@ -163,7 +186,12 @@ impl Registry {
 
     /// Blob first, metadata second: the blob is promoted to its content address before the
     /// document that references it is committed, so no document ever points at a missing blob.
-    async fn commit_upload(&self, caller: &Caller, request: &UploadRequest, received: &Received) -> Result<Uploaded> {
+    async fn commit_upload(
+        &self,
+        caller: &Caller,
+        request: &UploadRequest,
+        received: &Received,
+    ) -> Result<Uploaded> {
         let intent = self.intent(request, &received.sha256, received.size, &received.manifest);
         let mut promoted = false;
         for _ in 0..CAS_ATTEMPTS {
@@ -174,10 +202,15 @@ impl Registry {
             caller.require_content_scopes(&received.manifest.name, category)?;
             if decide(existing.as_ref(), &intent)? == Decision::Unchanged {
                 let doc = existing.expect("Unchanged implies an existing document");
-                return Ok(Uploaded { doc, created: false });
+                return Ok(Uploaded {
+                    doc,
+                    created: false,
+                });
             }
             if !promoted {
-                self.blobs.promote(received.upload, &received.sha256).await?;
+                self.blobs
+                    .promote(received.upload, &received.sha256)
+                    .await?;
                 promoted = true;
             }
             let now = Timestamp::now();
@@ -290,7 +323,12 @@ impl Registry {
     }
 
     /// Removes one slot and returns what remains of the document.
-    pub async fn delete_slot(&self, caller: &Caller, id: &str, architecture: &str) -> Result<Artefact> {
+    pub async fn delete_slot(
+        &self,
+        caller: &Caller,
+        id: &str,
+        architecture: &str,
+    ) -> Result<Artefact> {
         caller.require_admin()?;
         for _ in 0..CAS_ATTEMPTS {
             let mut doc = self
@@ -337,5 +375,10 @@ pub fn decode_cursor(cursor: &str) -> Result<String> {
         .decode(cursor)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(|| Error::bad_request("invalid_cursor", "That cursor is not one this registry issued; start again without it."))
+        .ok_or_else(|| {
+            Error::bad_request(
+                "invalid_cursor",
+                "That cursor is not one this registry issued; start again without it.",
+            )
+        })
 }

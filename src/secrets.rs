@@ -13,7 +13,10 @@ pub const TOKEN_PREFIX: &str = "rlq_";
 
 /// A fresh token: `rlq_` and 43 base62 characters (about 256 bits).
 pub fn generate_token() -> String {
-    format!("{TOKEN_PREFIX}{}", Alphanumeric.sample_string(&mut OsRng, 43))
+    format!(
+        "{TOKEN_PREFIX}{}",
+        Alphanumeric.sample_string(&mut OsRng, 43)
+    )
 }
 
 /// What the registry stores instead of a token.
@@ -59,7 +62,10 @@ mod tests {
         assert!(token[4..].chars().all(|c| c.is_ascii_alphanumeric()));
         assert_ne!(token, generate_token());
         assert_eq!(token_display_prefix(&token).len(), 8);
-        assert_eq!(token_hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            token_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[cfg(unix)]

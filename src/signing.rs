@@ -29,7 +29,10 @@ impl Signer {
         let keys = if files.is_empty() {
             vec![load_or_generate(&data_dir.join(GENERATED_KEY_FILE))?]
         } else {
-            files.iter().map(|f| load_key(f)).collect::<anyhow::Result<Vec<_>>>()?
+            files
+                .iter()
+                .map(|f| load_key(f))
+                .collect::<anyhow::Result<Vec<_>>>()?
         };
         let current = keys[0].clone();
         Ok(Self {

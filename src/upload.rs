@@ -29,7 +29,12 @@ const CHANNEL_DEPTH: usize = 16;
 
 /// Streams `body` into a temporary blob while hashing and inspecting it. On any failure the
 /// temporary blob is removed and nothing else has changed.
-pub async fn receive<S, E>(blobs: &Blobs, body: S, max_bytes: u64, limits: &Limits) -> Result<Received>
+pub async fn receive<S, E>(
+    blobs: &Blobs,
+    body: S,
+    max_bytes: u64,
+    limits: &Limits,
+) -> Result<Received>
 where
     S: Stream<Item = Result<Bytes, E>> + Send,
     E: Display,
@@ -72,15 +77,19 @@ where
     let hasher = tokio::task::spawn_blocking(move || hash(hash_rx));
     let (inspect_tx, inspect_rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
     let limits = limits.clone();
-    let inspector =
-        tokio::task::spawn_blocking(move || tarball::inspect(ChannelReader::new(inspect_rx), &limits));
+    let inspector = tokio::task::spawn_blocking(move || {
+        tarball::inspect(ChannelReader::new(inspect_rx), &limits)
+    });
 
     let mut body = std::pin::pin!(body);
     let mut size = 0u64;
     let mut inspector_stopped = false;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| {
-            Error::bad_request("body_read_failed", format!("Reading the upload body failed: {e}."))
+            Error::bad_request(
+                "body_read_failed",
+                format!("Reading the upload body failed: {e}."),
+            )
         })?;
         size += chunk.len() as u64;
         if size > max_bytes {
@@ -104,9 +113,13 @@ where
     let manifest = inspector
         .await
         .map_err(Error::internal)?
-        .map_err(|rejection| Error::unprocessable(rejection.code, rejection.message, rejection.problems))?;
+        .map_err(|rejection| {
+            Error::unprocessable(rejection.code, rejection.message, rejection.problems)
+        })?;
     if inspector_stopped {
-        return Err(Error::internal("the tarball inspector stopped without a verdict"));
+        return Err(Error::internal(
+            "the tarball inspector stopped without a verdict",
+        ));
     }
     let sha256 = hasher.await.map_err(Error::internal)?;
     Ok((sha256, size, manifest))

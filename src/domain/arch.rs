@@ -8,7 +8,8 @@ pub fn validate_architecture(arch: &str) -> Result<(), String> {
     let first_ok = chars
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    let rest_ok =
+        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if first_ok && rest_ok && arch.len() <= 32 {
         Ok(())
     } else {
@@ -24,7 +25,18 @@ mod tests {
 
     #[test]
     fn node_arch_names_are_valid() {
-        for arch in ["noarch", "x64", "arm64", "arm", "ia32", "riscv64", "s390x", "ppc64", "a", "x86_64-musl"] {
+        for arch in [
+            "noarch",
+            "x64",
+            "arm64",
+            "arm",
+            "ia32",
+            "riscv64",
+            "s390x",
+            "ppc64",
+            "a",
+            "x86_64-musl",
+        ] {
             assert_eq!(validate_architecture(arch), Ok(()), "{arch}");
         }
     }
@@ -32,7 +44,17 @@ mod tests {
     #[test]
     fn other_names_are_invalid() {
         let long = "a".repeat(33);
-        for arch in ["", "X64", "-x64", "_x64", "x 64", "x64/..", "..", long.as_str(), "arm64\n"] {
+        for arch in [
+            "",
+            "X64",
+            "-x64",
+            "_x64",
+            "x 64",
+            "x64/..",
+            "..",
+            long.as_str(),
+            "arm64\n",
+        ] {
             assert!(validate_architecture(arch).is_err(), "{arch:?}");
         }
         assert!(validate_architecture(&"a".repeat(32)).is_ok());

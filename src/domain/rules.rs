@@ -186,14 +186,35 @@ mod tests {
         let older = manifest("acme", "1.3.9");
         let pre = manifest("acme", "1.4.2-rc.1");
 
-        assert_eq!(decide(Some(&doc), &intent(&same, "aaa", Kind::Release)).unwrap(), Decision::Unchanged);
-        assert_eq!(code(decide(Some(&doc), &intent(&same, "bbb", Kind::Release))), "version_exists");
-        assert_eq!(code(decide(Some(&doc), &intent(&older, "bbb", Kind::Release))), "version_not_newer");
-        assert_eq!(code(decide(Some(&doc), &intent(&pre, "bbb", Kind::Release))), "version_not_newer");
-        assert_eq!(decide(Some(&doc), &intent(&newer, "bbb", Kind::Release)).unwrap(), Decision::Write);
-        assert_eq!(code(decide(Some(&doc), &intent(&newer, "bbb", Kind::Branch))), "kind_mismatch");
+        assert_eq!(
+            decide(Some(&doc), &intent(&same, "aaa", Kind::Release)).unwrap(),
+            Decision::Unchanged
+        );
+        assert_eq!(
+            code(decide(Some(&doc), &intent(&same, "bbb", Kind::Release))),
+            "version_exists"
+        );
+        assert_eq!(
+            code(decide(Some(&doc), &intent(&older, "bbb", Kind::Release))),
+            "version_not_newer"
+        );
+        assert_eq!(
+            code(decide(Some(&doc), &intent(&pre, "bbb", Kind::Release))),
+            "version_not_newer"
+        );
+        assert_eq!(
+            decide(Some(&doc), &intent(&newer, "bbb", Kind::Release)).unwrap(),
+            Decision::Write
+        );
+        assert_eq!(
+            code(decide(Some(&doc), &intent(&newer, "bbb", Kind::Branch))),
+            "kind_mismatch"
+        );
         let other = manifest("other", "2.0.0");
-        assert_eq!(code(decide(Some(&doc), &intent(&other, "bbb", Kind::Release))), "package_mismatch");
+        assert_eq!(
+            code(decide(Some(&doc), &intent(&other, "bbb", Kind::Release))),
+            "package_mismatch"
+        );
     }
 
     #[test]
@@ -211,11 +232,17 @@ mod tests {
     fn branches_accept_any_version_and_new_slots_are_free() {
         let doc = doc_with_slot(Kind::Branch, "1.4.2", "aaa");
         let older = manifest("acme", "0.0.1");
-        assert_eq!(decide(Some(&doc), &intent(&older, "bbb", Kind::Branch)).unwrap(), Decision::Write);
+        assert_eq!(
+            decide(Some(&doc), &intent(&older, "bbb", Kind::Branch)).unwrap(),
+            Decision::Write
+        );
         let release = doc_with_slot(Kind::Release, "9.0.0", "aaa");
         let mut other_arch = intent(&older, "bbb", Kind::Release);
         other_arch.architecture = "arm64";
-        assert_eq!(decide(Some(&release), &other_arch).unwrap(), Decision::Write);
+        assert_eq!(
+            decide(Some(&release), &other_arch).unwrap(),
+            Decision::Write
+        );
     }
 
     #[test]
@@ -227,7 +254,10 @@ mod tests {
             synced_at: Timestamp::from_millis(0),
         });
         let m = manifest("acme", "2.0.0");
-        assert_eq!(code(decide(Some(&doc), &intent(&m, "bbb", Kind::Release))), "artefact_mirrored");
+        assert_eq!(
+            code(decide(Some(&doc), &intent(&m, "bbb", Kind::Release))),
+            "artefact_mirrored"
+        );
     }
 
     #[test]

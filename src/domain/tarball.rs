@@ -82,13 +82,18 @@ pub fn inspect(input: impl Read, limits: &Limits) -> Result<Manifest, Rejection>
     if result.is_ok() {
         // Whatever follows the gzip member (padding, garbage) is not ours to judge, but it must be
         // consumed so the upload's hash and size cover the whole body.
-        io::copy(&mut counted_input, &mut io::sink())
-            .map_err(|e| Rejection::new("invalid_tarball", format!("reading the upload failed: {e}")))?;
+        io::copy(&mut counted_input, &mut io::sink()).map_err(|e| {
+            Rejection::new("invalid_tarball", format!("reading the upload failed: {e}"))
+        })?;
     }
     result
 }
 
-fn walk(input: &mut impl Read, compressed: Rc<Cell<u64>>, limits: &Limits) -> Result<Manifest, Rejection> {
+fn walk(
+    input: &mut impl Read,
+    compressed: Rc<Cell<u64>>,
+    limits: &Limits,
+) -> Result<Manifest, Rejection> {
     let unpacked = Capped {
         inner: GzDecoder::new(input),
         unpacked: 0,
@@ -120,7 +125,10 @@ fn walk(input: &mut impl Read, compressed: Rc<Cell<u64>>, limits: &Limits) -> Re
             })
         };
         if path.len() > limits.max_name_bytes {
-            complain(format!("entry name is longer than {} bytes", limits.max_name_bytes));
+            complain(format!(
+                "entry name is longer than {} bytes",
+                limits.max_name_bytes
+            ));
         } else if let Err(why) = check_entry_path(&path) {
             complain(why);
         } else if !seen.insert(normalise_for_duplicates(&path)) {
@@ -153,7 +161,10 @@ fn walk(input: &mut impl Read, compressed: Rc<Cell<u64>>, limits: &Limits) -> Re
             if bytes.len() as u64 > limits.max_manifest_bytes {
                 return Err(Rejection::new(
                     "invalid_manifest",
-                    format!("package.json is larger than {} bytes.", limits.max_manifest_bytes),
+                    format!(
+                        "package.json is larger than {} bytes.",
+                        limits.max_manifest_bytes
+                    ),
                 ));
             }
             // `package/package.json` wins over a top-level one when both exist.
@@ -170,7 +181,8 @@ fn walk(input: &mut impl Read, compressed: Rc<Cell<u64>>, limits: &Limits) -> Re
     if !problems.is_empty() {
         return Err(Rejection {
             code: "unsafe_tarball",
-            message: "The tarball has entries that could escape or abuse an extraction directory.".into(),
+            message: "The tarball has entries that could escape or abuse an extraction directory."
+                .into(),
             problems,
         });
     }
@@ -284,7 +296,10 @@ fn check_package_name(name: &str) -> Result<(), String> {
 }
 
 fn is_manifest_path(path: &str) -> bool {
-    matches!(path.trim_start_matches("./"), "package/package.json" | "package.json")
+    matches!(
+        path.trim_start_matches("./"),
+        "package/package.json" | "package.json"
+    )
 }
 
 /// Refuses anything that could land outside an extraction root on any platform.
@@ -318,9 +333,15 @@ pub fn check_symlink(path: &str, target: &str) -> Result<(), String> {
         return Err("symlink with an empty target".into());
     }
     if target.starts_with('/') || target.contains('\\') || target.as_bytes().get(1) == Some(&b':') {
-        return Err(format!("symlink to `{}` is not relative", truncate(target, 200)));
+        return Err(format!(
+            "symlink to `{}` is not relative",
+            truncate(target, 200)
+        ));
     }
-    let mut resolved: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let mut resolved: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
     resolved.pop();
     let floor = usize::from(!resolved.is_empty());
     for component in target.split('/') {
@@ -328,7 +349,10 @@ pub fn check_symlink(path: &str, target: &str) -> Result<(), String> {
             "" | "." => {}
             ".." => {
                 if resolved.len() <= floor {
-                    return Err(format!("symlink to `{}` escapes the package", truncate(target, 200)));
+                    return Err(format!(
+                        "symlink to `{}` escapes the package",
+                        truncate(target, 200)
+                    ));
                 }
                 resolved.pop();
             }
@@ -340,7 +364,9 @@ pub fn check_symlink(path: &str, target: &str) -> Result<(), String> {
 
 /// Two names that would collide on a case-insensitive file system are duplicates.
 fn normalise_for_duplicates(path: &str) -> String {
-    path.trim_start_matches("./").trim_end_matches('/').to_lowercase()
+    path.trim_start_matches("./")
+        .trim_end_matches('/')
+        .to_lowercase()
 }
 
 fn truncate(text: &str, max: usize) -> &str {
@@ -351,7 +377,10 @@ fn truncate(text: &str, max: usize) -> &str {
 }
 
 fn read_failure(error: &io::Error) -> Rejection {
-    if let Some(limit) = error.get_ref().and_then(|e| e.downcast_ref::<UnpackedLimit>()) {
+    if let Some(limit) = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<UnpackedLimit>())
+    {
         return Rejection::new(
             "unpacked_too_large",
             format!(

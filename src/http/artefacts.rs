@@ -3,7 +3,8 @@
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::header::{
-    ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_NONE_MATCH, IF_RANGE, RANGE,
+    ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_NONE_MATCH, IF_RANGE,
+    RANGE,
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -37,7 +38,9 @@ pub async fn upload(
 ) -> Result<Response> {
     let kind = match query.kind.as_deref() {
         None => reliquary_client::types::Kind::Release,
-        Some(kind) => kind.parse().map_err(|why: String| Error::bad_request("invalid_kind", why))?,
+        Some(kind) => kind
+            .parse()
+            .map_err(|why: String| Error::bad_request("invalid_kind", why))?,
     };
     if let Some(category) = &query.category {
         validate_category(category)?;
@@ -66,7 +69,12 @@ pub async fn upload(
                 .next_field()
                 .await
                 .map_err(|e| Error::bad_request("invalid_multipart", e.body_text()))?
-                .ok_or_else(|| Error::bad_request("missing_tarball", "The multipart body has no `tarball` field."))?;
+                .ok_or_else(|| {
+                    Error::bad_request(
+                        "missing_tarball",
+                        "The multipart body has no `tarball` field.",
+                    )
+                })?;
             if field.name() == Some("tarball") {
                 break registry.upload(&caller, upload, field).await?;
             }
@@ -76,7 +84,11 @@ pub async fn upload(
             .upload(&caller, upload, request.into_body().into_data_stream())
             .await?
     };
-    let status = if uploaded.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if uploaded.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(uploaded.doc)).into_response())
 }
 
@@ -137,7 +149,12 @@ pub async fn tarball(
         Some(range) => {
             response_headers.insert(
                 CONTENT_RANGE,
-                value(&format!("bytes {}-{}/{}", range.start, range.end - 1, blob.size)),
+                value(&format!(
+                    "bytes {}-{}/{}",
+                    range.start,
+                    range.end - 1,
+                    blob.size
+                )),
             );
             range.end - range.start
         }
@@ -175,7 +192,10 @@ pub async fn list(
     }
     if let Some(since) = query.since {
         if since < 0 {
-            return Err(Error::bad_request("invalid_query", "`since` must be 0 or more."));
+            return Err(Error::bad_request(
+                "invalid_query",
+                "`since` must be 0 or more.",
+            ));
         }
         let page = registry.changes(&caller, since, limit).await?;
         return Ok(Json(page).into_response());

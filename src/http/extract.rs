@@ -23,9 +23,9 @@ impl FromRequestParts<AppState> for Caller {
         let token = match parts.headers.get(AUTHORIZATION) {
             None => None,
             Some(value) => {
-                let value = value
-                    .to_str()
-                    .map_err(|_| Error::unauthorized("The Authorization header is not valid text."))?;
+                let value = value.to_str().map_err(|_| {
+                    Error::unauthorized("The Authorization header is not valid text.")
+                })?;
                 let token = value
                     .strip_prefix("Bearer ")
                     .or_else(|| value.strip_prefix("bearer "))
@@ -52,7 +52,9 @@ impl<S: Send + Sync> FromRequestParts<S> for ArtefactId {
             .find(|(name, _)| name == "id")
             .map(|(_, value)| value)
             .ok_or_else(|| Error::bad_request("invalid_id", "The path has no artefact id."))?;
-        validate_id(&id).map_err(|why| Error::bad_request("invalid_id", format!("`{id}` is not a valid id: {why}.")))?;
+        validate_id(&id).map_err(|why| {
+            Error::bad_request("invalid_id", format!("`{id}` is not a valid id: {why}."))
+        })?;
         Ok(Self(id))
     }
 }

@@ -62,10 +62,19 @@ pub trait ArtefactStore: Send + Sync + 'static {
     async fn delete(&self, id: &str, expected: i64) -> StoreResult<Tombstone>;
 
     /// One page ordered by id.
-    async fn browse(&self, query: &BrowseQuery, visibility: Visibility) -> StoreResult<Vec<Artefact>>;
+    async fn browse(
+        &self,
+        query: &BrowseQuery,
+        visibility: Visibility,
+    ) -> StoreResult<Vec<Artefact>>;
 
     /// Documents and tombstones with `seq > since`, ordered by seq.
-    async fn changes(&self, since: i64, limit: usize, visibility: Visibility) -> StoreResult<Changes>;
+    async fn changes(
+        &self,
+        since: i64,
+        limit: usize,
+        visibility: Visibility,
+    ) -> StoreResult<Changes>;
 
     /// Every blob digest some slot references (for garbage collection).
     async fn referenced_blobs(&self) -> StoreResult<Vec<String>>;
@@ -88,7 +97,11 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn key_by_token_hash(&self, token_sha256: &str) -> StoreResult<Option<ApiKey>>;
     async fn list_keys(&self) -> StoreResult<Vec<ApiKey>>;
     /// Marks a key revoked (idempotent) and returns it.
-    async fn revoke_key(&self, id: &str, at: reliquary_client::types::Timestamp) -> StoreResult<ApiKey>;
+    async fn revoke_key(
+        &self,
+        id: &str,
+        at: reliquary_client::types::Timestamp,
+    ) -> StoreResult<ApiKey>;
     async fn touch_key(&self, id: &str, at: reliquary_client::types::Timestamp) -> StoreResult<()>;
     /// Whether any admin key that is neither revoked nor expired exists.
     async fn has_usable_admin(&self) -> StoreResult<bool>;

@@ -11,9 +11,7 @@ use async_trait::async_trait;
 use reliquary_client::types::{ApiKey, Artefact, Change, Kind, Timestamp, Tombstone};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
-use super::{
-    ArtefactStore, BrowseQuery, Changes, KeyRecord, KeyStore, StoreError, StoreResult,
-};
+use super::{ArtefactStore, BrowseQuery, Changes, KeyRecord, KeyStore, StoreError, StoreResult};
 use crate::domain::visibility::Visibility;
 
 /// The schema migrations, in order; each is applied once, in a transaction with its record.
@@ -32,10 +30,13 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file. Migrations are applied by [`Self::migrate`].
     pub fn open(path: &Path) -> StoreResult<Self> {
         let conn = Connection::open(path).map_err(map_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(map_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(map_err)?;
         // FULL: an acknowledged upload survives a power cut, not just a process crash.
-        conn.pragma_update(None, "synchronous", "FULL").map_err(map_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(map_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(map_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(map_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(map_err)?;
         Ok(Self {
@@ -118,7 +119,8 @@ fn map_err(error: rusqlite::Error) -> StoreError {
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> StoreResult<T> {
-    serde_json::from_str(text).map_err(|e| StoreError::Other(format!("corrupt stored document: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Other(format!("corrupt stored document: {e}")))
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> String {
@@ -168,7 +170,11 @@ impl ArtefactStore for SqliteStore {
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let current: Option<i64> = tx
-                .query_row("SELECT revision FROM artefacts WHERE id = ?1", [&doc.id], |row| row.get(0))
+                .query_row(
+                    "SELECT revision FROM artefacts WHERE id = ?1",
+                    [&doc.id],
+                    |row| row.get(0),
+                )
                 .optional()?;
             if current != expected {
                 return Err(StoreError::RevisionMismatch);
@@ -176,7 +182,11 @@ impl ArtefactStore for SqliteStore {
             let base = match expected {
                 Some(revision) => revision,
                 None => tx
-                    .query_row("SELECT revision FROM tombstones WHERE id = ?1", [&doc.id], |row| row.get(0))
+                    .query_row(
+                        "SELECT revision FROM tombstones WHERE id = ?1",
+                        [&doc.id],
+                        |row| row.get(0),
+                    )
                     .optional()?
                     .unwrap_or(0),
             };
@@ -236,7 +246,11 @@ impl ArtefactStore for SqliteStore {
         .await
     }
 
-    async fn browse(&self, query: &BrowseQuery, visibility: Visibility) -> StoreResult<Vec<Artefact>> {
+    async fn browse(
+        &self,
+        query: &BrowseQuery,
+        visibility: Visibility,
+    ) -> StoreResult<Vec<Artefact>> {
         let query = query.clone();
         self.with_conn(move |conn| {
             let mut statement = conn.prepare_cached(
@@ -264,12 +278,19 @@ impl ArtefactStore for SqliteStore {
         .await
     }
 
-    async fn changes(&self, since: i64, limit: usize, visibility: Visibility) -> StoreResult<Changes> {
+    async fn changes(
+        &self,
+        since: i64,
+        limit: usize,
+        visibility: Visibility,
+    ) -> StoreResult<Changes> {
         self.with_conn(move |conn| {
             // One read transaction: the page and lastSeq come from the same snapshot.
             let tx = conn.transaction()?;
             let last_seq: i64 =
-                tx.query_row("SELECT value FROM counters WHERE name = 'seq'", [], |row| row.get(0))?;
+                tx.query_row("SELECT value FROM counters WHERE name = 'seq'", [], |row| {
+                    row.get(0)
+                })?;
             let mut items = Vec::new();
             {
                 let mut statement = tx.prepare_cached(
@@ -357,7 +378,11 @@ impl KeyStore for SqliteStore {
         let hash = token_sha256.to_owned();
         self.with_conn(move |conn| {
             let doc: Option<String> = conn
-                .query_row("SELECT doc FROM api_keys WHERE token_sha256 = ?1", [hash], |row| row.get(0))
+                .query_row(
+                    "SELECT doc FROM api_keys WHERE token_sha256 = ?1",
+                    [hash],
+                    |row| row.get(0),
+                )
                 .optional()?;
             doc.as_deref().map(from_json).transpose()
         })
@@ -382,7 +407,9 @@ impl KeyStore for SqliteStore {
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let doc: Option<String> = tx
-                .query_row("SELECT doc FROM api_keys WHERE id = ?1", [&id], |row| row.get(0))
+                .query_row("SELECT doc FROM api_keys WHERE id = ?1", [&id], |row| {
+                    row.get(0)
+                })
                 .optional()?;
             let mut key: ApiKey = from_json(&doc.ok_or(StoreError::NotFound)?)?;
             if key.revoked_at.is_none() {
@@ -412,10 +439,10 @@ impl KeyStore for SqliteStore {
 
     async fn has_usable_admin(&self) -> StoreResult<bool> {
         let now = Timestamp::now();
-        Ok(self
-            .list_keys()
-            .await?
-            .iter()
-            .any(|k| k.role == reliquary_client::types::Role::Admin && k.revoked_at.is_none() && k.expires_at.is_none_or(|e| e > now)))
+        Ok(self.list_keys().await?.iter().any(|k| {
+            k.role == reliquary_client::types::Role::Admin
+                && k.revoked_at.is_none()
+                && k.expires_at.is_none_or(|e| e > now)
+        }))
     }
 }

@@ -1,0 +1,240 @@
+//! The test harness: a real registry on an ephemeral port, its admin token, and tarball makers.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use flate2::write::GzEncoder;
+use reliquary::config::Config;
+use reqwest::{Client, RequestBuilder, Response};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-that-is-long-enough-0123456789";
+
+pub struct TestServer {
+    pub url: String,
+    pub config: Config,
+    pub client: Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// A fresh registry in its own temporary data dir.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::new(dir.path());
+        config.admin_token = Some(ADMIN_TOKEN.into());
+        adjust(&mut config);
+        let mut server = Self::launch(config).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Runs a registry on `config` (used to restart on the same data dir).
+    pub async fn launch(config: Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let registry = reliquary::open_registry(&config)
+            .await
+            .expect("open registry");
+        let task = tokio::spawn(reliquary::serve(registry, listener, async move {
+            let _ = rx.await;
+        }));
+        Self {
+            url,
+            config,
+            client: Client::new(),
+            shutdown: Some(tx),
+            task: Some(task),
+            _dir: None,
+        }
+    }
+
+    /// Stops the server gracefully and returns its config and data dir for a restart.
+    pub async fn stop(mut self) -> (Config, Option<tempfile::TempDir>) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server result");
+        }
+        (self.config.clone(), self._dir.take())
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.client.get(format!("{}{path}", self.url))
+    }
+
+    pub fn admin(&self, builder: RequestBuilder) -> RequestBuilder {
+        builder.bearer_auth(ADMIN_TOKEN)
+    }
+
+    pub fn admin_get(&self, path: &str) -> RequestBuilder {
+        self.admin(self.get(path))
+    }
+
+    /// Uploads `tarball` as the raw body with the admin token.
+    pub async fn upload(&self, id: &str, query: &str, tarball: Vec<u8>) -> Response {
+        self.admin(
+            self.client
+                .post(format!("{}/artefacts/npm/{}?{query}", self.url, encode(id)))
+                .header("content-type", "application/gzip")
+                .body(tarball),
+        )
+        .send()
+        .await
+        .expect("upload request")
+    }
+
+    /// Uploads and asserts the status, returning the document.
+    pub async fn upload_ok(&self, id: &str, query: &str, tarball: Vec<u8>, status: u16) -> Value {
+        let response = self.upload(id, query, tarball).await;
+        let actual = response.status().as_u16();
+        let body: Value = response.json().await.expect("json body");
+        assert_eq!(actual, status, "upload of {id}?{query}: {body}");
+        body
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// An id as one percent-encoded path segment.
+pub fn encode(id: &str) -> String {
+    id.replace('/', "%2F")
+}
+
+/// Reads a JSON error body and checks its status and code.
+pub async fn expect_error(response: Response, status: u16, code: &str) -> Value {
+    let actual = response.status().as_u16();
+    let body: Value = response.json().await.expect("error body is JSON");
+    assert_eq!(actual, status, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    body
+}
+
+/// An entry of a hand-made tarball.
+pub enum Entry<'a> {
+    File(&'a str, &'a [u8]),
+    Dir(&'a str),
+    Symlink(&'a str, &'a str),
+    HardLink(&'a str, &'a str),
+    Fifo(&'a str),
+}
+
+/// Builds a gzip tar from entries, writing names raw so hostile ones survive.
+pub fn tarball(entries: &[Entry<'_>]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    for entry in entries {
+        let mut header = tar::Header::new_gnu();
+        let (name, kind, data, link): (&str, tar::EntryType, &[u8], Option<&str>) = match entry {
+            Entry::File(name, data) => (name, tar::EntryType::Regular, data, None),
+            Entry::Dir(name) => (name, tar::EntryType::Directory, b"", None),
+            Entry::Symlink(name, target) => (name, tar::EntryType::Symlink, b"", Some(target)),
+            Entry::HardLink(name, target) => (name, tar::EntryType::Link, b"", Some(target)),
+            Entry::Fifo(name) => (name, tar::EntryType::Fifo, b"", None),
+        };
+        set_raw_name(&mut header, name.as_bytes());
+        if let Some(link) = link {
+            set_raw_link(&mut header, link.as_bytes());
+        }
+        header.set_entry_type(kind);
+        header.set_size(data.len() as u64);
+        header.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        header.set_mtime(1_700_000_000);
+        header.set_cksum();
+        builder.append(&header, data).expect("append");
+    }
+    builder
+        .into_inner()
+        .expect("finish tar")
+        .finish()
+        .expect("finish gzip")
+}
+
+fn set_raw_name(header: &mut tar::Header, name: &[u8]) {
+    let field = &mut header.as_old_mut().name;
+    assert!(
+        name.len() < field.len(),
+        "test names must fit the ustar name field"
+    );
+    field[..name.len()].copy_from_slice(name);
+}
+
+fn set_raw_link(header: &mut tar::Header, link: &[u8]) {
+    let field = &mut header.as_old_mut().linkname;
+    field[..link.len()].copy_from_slice(link);
+}
+
+/// A minimal `npm pack`-shaped tarball.
+pub fn npm_tarball(name: &str, version: &str) -> Vec<u8> {
+    npm_tarball_with(name, version, b"module.exports = 1;\n")
+}
+
+/// An `npm pack`-shaped tarball whose `index.js` holds `payload` (so bytes differ at will).
+pub fn npm_tarball_with(name: &str, version: &str, payload: &[u8]) -> Vec<u8> {
+    let manifest = serde_json::json!({
+        "name": name,
+        "version": version,
+        "license": "MIT",
+        "description": format!("{name} for tests"),
+    })
+    .to_string();
+    tarball(&[
+        Entry::File("package/package.json", manifest.as_bytes()),
+        Entry::File("package/index.js", payload),
+    ])
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(files_under(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,8 @@
+//! HTTP integration tests: the real server on an ephemeral port, real SQLite, real files.
+//! One test binary for the whole suite, so it is built and linked once.
+
+mod common;
+mod download;
+mod listing;
+mod store_lifecycle;
+mod upload;
