@@ -9,10 +9,12 @@ use crate::secrets::{token_hash, TOKEN_PREFIX};
 use crate::store::MetadataStore;
 
 /// The authenticated caller of one request.
-#[derive(Clone, Debug)]
-pub enum Caller {
-    Anonymous,
-    Key(ApiKey),
+#[derive(Clone, Debug, Default)]
+pub struct Caller {
+    /// `None` for anonymous callers.
+    pub key: Option<ApiKey>,
+    /// The peer address, for the audit log.
+    pub remote_addr: Option<String>,
 }
 
 /// `lastUsedAt` is written at most this often per key, so reads do not turn into writes.
@@ -26,7 +28,7 @@ pub async fn authenticate(
     bootstrap_hash: Option<&str>,
 ) -> Result<Caller> {
     let Some(token) = token else {
-        return Ok(Caller::Anonymous);
+        return Ok(Caller::default());
     };
     let hash = token_hash(token);
     if !token.starts_with(TOKEN_PREFIX) && bootstrap_hash != Some(hash.as_str()) {
@@ -59,15 +61,15 @@ pub async fn authenticate(
             tracing::warn!(%error, key = %key.id, "could not record lastUsedAt");
         }
     }
-    Ok(Caller::Key(key))
+    Ok(Caller {
+        key: Some(key),
+        remote_addr: None,
+    })
 }
 
 impl Caller {
     pub fn key(&self) -> Option<&ApiKey> {
-        match self {
-            Caller::Anonymous => None,
-            Caller::Key(key) => Some(key),
-        }
+        self.key.as_ref()
     }
 
     fn role(&self) -> Option<Role> {
@@ -76,14 +78,18 @@ impl Caller {
 
     /// What this caller may read, or 401 when anonymous reads are off.
     pub fn visibility(&self, anonymous: AnonymousRead) -> Result<Visibility> {
-        match (self.role(), anonymous) {
+        match (self.key(), anonymous) {
             (None, AnonymousRead::None) => Err(Error::unauthorized(
                 "This registry needs a token to read: send `Authorization: Bearer rlq_...`.",
             )),
-            (None, AnonymousRead::Releases) | (Some(Role::Mirror), _) => {
-                Ok(Visibility::ReleasesOnly)
-            }
-            (None, AnonymousRead::All) | (Some(_), _) => Ok(Visibility::All),
+            (None, AnonymousRead::Releases) => Ok(Visibility::releases()),
+            (None, AnonymousRead::All) => Ok(Visibility::all()),
+            (Some(key), _) if key.role == Role::Mirror => Ok(Visibility {
+                releases_only: true,
+                id_prefix: key.allowed_name_prefix.clone(),
+                category: key.allowed_category.clone(),
+            }),
+            (Some(_), _) => Ok(Visibility::all()),
         }
     }
 

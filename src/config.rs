@@ -67,6 +67,9 @@ pub struct ServeArgs {
     /// Unpacked bytes allowed per compressed byte beyond `--max-unpacked-bytes`.
     #[arg(long, env = "RELIQUARY_MAX_UNPACKED_RATIO")]
     pub max_unpacked_ratio: Option<u64>,
+    /// Days the audit log keeps entries (0 keeps them forever).
+    #[arg(long, env = "RELIQUARY_AUDIT_RETENTION_DAYS")]
+    pub audit_retention_days: Option<u32>,
 }
 
 /// The settings file: the same names as the flags.
@@ -85,6 +88,7 @@ struct FileConfig {
     max_upload_bytes: Option<u64>,
     max_unpacked_bytes: Option<u64>,
     max_unpacked_ratio: Option<u64>,
+    audit_retention_days: Option<u32>,
 }
 
 /// The resolved configuration of a registry.
@@ -102,6 +106,7 @@ pub struct Config {
     pub anonymous_read: AnonymousRead,
     pub max_upload_bytes: u64,
     pub tarball_limits: Limits,
+    pub audit_retention_days: u32,
 }
 
 impl Config {
@@ -118,6 +123,7 @@ impl Config {
             anonymous_read: AnonymousRead::Releases,
             max_upload_bytes: 1 << 30,
             tarball_limits: Limits::default(),
+            audit_retention_days: 90,
         }
     }
 
@@ -181,6 +187,10 @@ impl Config {
             .max_unpacked_ratio
             .or(file.max_unpacked_ratio)
             .unwrap_or(defaults.max_ratio);
+        config.audit_retention_days = args
+            .audit_retention_days
+            .or(file.audit_retention_days)
+            .unwrap_or(config.audit_retention_days);
         config.validate()?;
         Ok(config)
     }

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod blobs;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -139,10 +140,29 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let housekeeping = tokio::spawn(housekeeping(registry.clone()));
     let app = http::router(registry);
     tracing::info!(address = %listener.local_addr()?, "reliquary is serving");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving HTTP")
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("serving HTTP");
+    housekeeping.abort();
+    served
+}
+
+/// Periodic upkeep while serving: audit-log retention, now and every six hours.
+async fn housekeeping(registry: Arc<Registry>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(6 * 3600));
+    loop {
+        every.tick().await;
+        match registry.prune_audit().await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "pruned audit entries past retention"),
+            Err(error) => tracing::warn!(code = error.code, "could not prune the audit log"),
+        }
+    }
 }

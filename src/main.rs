@@ -1,6 +1,10 @@
 //! The `reliquary` binary: the registry server and its command-line tools.
 
+use std::io::IsTerminal;
+
 use clap::{Parser, Subcommand};
+use reliquary::cli::keys::KeysCommand;
+use reliquary::cli::ClientArgs;
 use reliquary::config::{Config, ServeArgs, StoreArgs};
 use tracing_subscriber::EnvFilter;
 
@@ -21,6 +25,13 @@ enum Command {
     Serve(ServeArgs),
     /// Apply pending schema migrations and print what was applied.
     Migrate(StoreArgs),
+    /// Manage API keys on a running registry.
+    Keys {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
 }
 
 #[tokio::main]
@@ -30,6 +41,7 @@ async fn main() -> std::process::ExitCode {
             EnvFilter::try_from_env("RELIQUARY_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -58,6 +70,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Keys { client, command } => reliquary::cli::keys::run(&client, command).await,
     }
 }
 

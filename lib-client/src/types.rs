@@ -292,3 +292,57 @@ pub struct ApiKey {
     pub last_used_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
 }
+
+/// `POST /keys` answer: the only time the token's plaintext exists.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreatedKey {
+    pub token: String,
+    pub key: ApiKey,
+}
+
+/// `POST /keys` request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewKey {
+    pub name: String,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_package_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_name_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+}
+
+/// A list answer without paging.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Items<T> {
+    pub items: Vec<T>,
+}
+
+/// One entry of the audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    pub id: String,
+    pub at: Timestamp,
+    pub action: String,
+    /// `success`, `denied`, `conflict` or `invalid`.
+    pub outcome: String,
+    pub key_id: Option<String>,
+    pub key_name: Option<String>,
+    pub artefact_id: Option<String>,
+    pub architecture: Option<String>,
+    pub detail: Option<String>,
+    pub remote_addr: Option<String>,
+}
+
+/// `GET /audit`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditPage {
+    pub items: Vec<AuditEntry>,
+    pub next_cursor: Option<String>,
+}

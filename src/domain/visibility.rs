@@ -1,24 +1,40 @@
 //! The federation filter: which artefacts a caller may see at all.
 //!
 //! It is applied inside every store query (lists, change feeds, single reads), never in handlers,
-//! so no read path can forget it.
+//! so no read path can forget it. A hidden artefact is indistinguishable from a missing one.
 
 use reliquary_client::types::Kind;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Visibility {
-    /// Everything, branch builds included (admin, publish and read keys; `--anonymous-read all`).
-    All,
-    /// Release artefacts only: mirror keys and anonymous callers under `--anonymous-read releases`.
-    ReleasesOnly,
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Visibility {
+    /// Hide every `kind: "branch"` artefact: mirror keys, and anonymous callers under
+    /// `--anonymous-read releases`. Branch builds never leave the registry that owns them.
+    pub releases_only: bool,
+    /// A mirror key's `allowedNamePrefix`: only ids starting with it.
+    pub id_prefix: Option<String>,
+    /// A mirror key's `allowedCategory`: only artefacts in it.
+    pub category: Option<String>,
 }
 
 impl Visibility {
-    pub fn allows(self, kind: Kind) -> bool {
-        match self {
-            Visibility::All => true,
-            Visibility::ReleasesOnly => kind == Kind::Release,
+    /// Everything, branch builds included (admin, publish and read keys; `--anonymous-read all`).
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Release artefacts only.
+    pub fn releases() -> Self {
+        Self {
+            releases_only: true,
+            ..Self::default()
         }
+    }
+
+    /// Whether a document with these properties passes the filter.
+    pub fn allows(&self, id: &str, kind: Kind, category: Option<&str>) -> bool {
+        (!self.releases_only || kind == Kind::Release)
+            && self.id_prefix.as_deref().is_none_or(|p| id.starts_with(p))
+            && self.category.as_deref().is_none_or(|c| category == Some(c))
     }
 }
 
@@ -28,9 +44,22 @@ mod tests {
 
     #[test]
     fn releases_only_hides_branches() {
-        assert!(Visibility::All.allows(Kind::Branch));
-        assert!(Visibility::All.allows(Kind::Release));
-        assert!(Visibility::ReleasesOnly.allows(Kind::Release));
-        assert!(!Visibility::ReleasesOnly.allows(Kind::Branch));
+        assert!(Visibility::all().allows("a@main", Kind::Branch, None));
+        assert!(Visibility::releases().allows("a@1", Kind::Release, None));
+        assert!(!Visibility::releases().allows("a@main", Kind::Branch, None));
+    }
+
+    #[test]
+    fn scopes_narrow_further() {
+        let scoped = Visibility {
+            releases_only: true,
+            id_prefix: Some("acme-".into()),
+            category: Some("plugins".into()),
+        };
+        assert!(scoped.allows("acme-x@1", Kind::Release, Some("plugins")));
+        assert!(!scoped.allows("other@1", Kind::Release, Some("plugins")));
+        assert!(!scoped.allows("acme-x@1", Kind::Release, Some("services")));
+        assert!(!scoped.allows("acme-x@1", Kind::Release, None));
+        assert!(!scoped.allows("acme-x@main", Kind::Branch, Some("plugins")));
     }
 }

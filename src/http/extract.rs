@@ -1,9 +1,10 @@
 //! Extractors that turn request parts into validated values, answering the JSON error shape on
 //! failure (axum's own rejections are plain text).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -33,7 +34,12 @@ impl FromRequestParts<AppState> for Caller {
                 Some(token.trim())
             }
         };
-        state.authenticate(token).await
+        let mut caller = state.authenticate(token).await?;
+        caller.remote_addr = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip().to_string());
+        Ok(caller)
     }
 }
 

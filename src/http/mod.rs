@@ -3,6 +3,7 @@
 pub mod artefacts;
 pub mod conditional;
 pub mod extract;
+pub mod keys;
 pub mod ops;
 
 use std::time::Duration;
@@ -36,6 +37,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/artefacts/{id}/tarball", get(artefacts::tarball))
         .route("/artefacts/{id}/tarballs/{arch}", delete(artefacts::delete_slot))
+        .route("/keys", get(keys::list).post(keys::create))
+        .route("/keys/{key_id}", delete(keys::revoke))
+        .route("/audit", get(keys::audit))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/.well-known/reliquary", get(ops::well_known))

@@ -6,7 +6,7 @@
 pub mod sqlite;
 
 use async_trait::async_trait;
-use reliquary_client::types::{ApiKey, Artefact, Change, Kind, Tombstone};
+use reliquary_client::types::{ApiKey, Artefact, AuditEntry, Change, Kind, Timestamp, Tombstone};
 
 use crate::domain::visibility::Visibility;
 
@@ -51,7 +51,7 @@ pub struct Changes {
 /// Artefact documents and the registry-wide change sequence.
 #[async_trait]
 pub trait ArtefactStore: Send + Sync + 'static {
-    async fn get(&self, id: &str, visibility: Visibility) -> StoreResult<Option<Artefact>>;
+    async fn get(&self, id: &str, visibility: &Visibility) -> StoreResult<Option<Artefact>>;
 
     /// Commits `doc` if the stored revision is `expected` (`None`: the artefact must not exist).
     /// Assigns the next `seq` and `revision` (continuing after a tombstone's), clears any
@@ -65,7 +65,7 @@ pub trait ArtefactStore: Send + Sync + 'static {
     async fn browse(
         &self,
         query: &BrowseQuery,
-        visibility: Visibility,
+        visibility: &Visibility,
     ) -> StoreResult<Vec<Artefact>>;
 
     /// Documents and tombstones with `seq > since`, ordered by seq.
@@ -73,7 +73,7 @@ pub trait ArtefactStore: Send + Sync + 'static {
         &self,
         since: i64,
         limit: usize,
-        visibility: Visibility,
+        visibility: &Visibility,
     ) -> StoreResult<Changes>;
 
     /// Every blob digest some slot references (for garbage collection).
@@ -97,16 +97,43 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn key_by_token_hash(&self, token_sha256: &str) -> StoreResult<Option<ApiKey>>;
     async fn list_keys(&self) -> StoreResult<Vec<ApiKey>>;
     /// Marks a key revoked (idempotent) and returns it.
-    async fn revoke_key(
-        &self,
-        id: &str,
-        at: reliquary_client::types::Timestamp,
-    ) -> StoreResult<ApiKey>;
-    async fn touch_key(&self, id: &str, at: reliquary_client::types::Timestamp) -> StoreResult<()>;
+    async fn revoke_key(&self, id: &str, at: Timestamp) -> StoreResult<ApiKey>;
+    async fn touch_key(&self, id: &str, at: Timestamp) -> StoreResult<()>;
     /// Whether any admin key that is neither revoked nor expired exists.
     async fn has_usable_admin(&self) -> StoreResult<bool>;
 }
 
+/// An audit event to append; the store assigns its id.
+#[derive(Clone, Debug)]
+pub struct AuditRecord {
+    pub at: Timestamp,
+    pub action: String,
+    pub outcome: String,
+    pub key_id: Option<String>,
+    pub key_name: Option<String>,
+    pub artefact_id: Option<String>,
+    pub architecture: Option<String>,
+    pub detail: Option<String>,
+    pub remote_addr: Option<String>,
+}
+
+/// `GET /audit` parameters: newest first, entries older than `before` (an entry id).
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    pub action: Option<String>,
+    pub before: Option<String>,
+    pub limit: usize,
+}
+
+/// The append-only audit log.
+#[async_trait]
+pub trait AuditStore: Send + Sync + 'static {
+    async fn append_audit(&self, record: AuditRecord) -> StoreResult<()>;
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
+    /// Removes entries older than `before`; returns how many.
+    async fn prune_audit(&self, before: Timestamp) -> StoreResult<u64>;
+}
+
 /// Everything the server needs from a metadata backend.
-pub trait MetadataStore: ArtefactStore + KeyStore {}
-impl<T: ArtefactStore + KeyStore> MetadataStore for T {}
+pub trait MetadataStore: ArtefactStore + KeyStore + AuditStore {}
+impl<T: ArtefactStore + KeyStore + AuditStore> MetadataStore for T {}

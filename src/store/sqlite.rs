@@ -8,18 +8,36 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use reliquary_client::types::{ApiKey, Artefact, Change, Kind, Timestamp, Tombstone};
+use reliquary_client::types::{
+    ApiKey, Artefact, AuditEntry, Change, Kind, Role, Timestamp, Tombstone,
+};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
-use super::{ArtefactStore, BrowseQuery, Changes, KeyRecord, KeyStore, StoreError, StoreResult};
+use super::{
+    ArtefactStore, AuditQuery, AuditRecord, AuditStore, BrowseQuery, Changes, KeyRecord, KeyStore,
+    StoreError, StoreResult,
+};
 use crate::domain::visibility::Visibility;
 
 /// The schema migrations, in order; each is applied once, in a transaction with its record.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/sqlite/0001_initial.sql"),
-)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "audit_and_scoped_reads",
+        include_str!("../../migrations/sqlite/0002_audit_and_scoped_reads.sql"),
+    ),
+];
+
+/// The federation filter as SQL over the `kind`, `id` and `category` columns; every artefact
+/// and tombstone query includes it, bound with [`filter_params`].
+const VISIBLE: &str = "(:releases_only = 0 OR kind = 'release')
+    AND (:id_prefix IS NULL OR substr(id, 1, length(:id_prefix)) = :id_prefix)
+    AND (:vis_category IS NULL OR category = :vis_category)";
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -127,8 +145,24 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("documents serialise")
 }
 
-fn releases_only(visibility: Visibility) -> bool {
-    visibility == Visibility::ReleasesOnly
+fn filter_params(visibility: &Visibility) -> [(&'static str, Box<dyn rusqlite::ToSql + Send>); 3] {
+    [
+        (":releases_only", Box::new(visibility.releases_only)),
+        (":id_prefix", Box::new(visibility.id_prefix.clone())),
+        (":vis_category", Box::new(visibility.category.clone())),
+    ]
+}
+
+/// Named parameters: the filter's plus the query's own.
+fn bind<'a>(
+    filter: &'a [(&'static str, Box<dyn rusqlite::ToSql + Send>); 3],
+    own: &'a [(&'static str, &'a dyn rusqlite::ToSql)],
+) -> Vec<(&'a str, &'a dyn rusqlite::ToSql)> {
+    filter
+        .iter()
+        .map(|(name, value)| (*name, value.as_ref() as &dyn rusqlite::ToSql))
+        .chain(own.iter().copied())
+        .collect()
 }
 
 fn search_text(doc: &Artefact) -> String {
@@ -151,13 +185,14 @@ fn next_seq(tx: &rusqlite::Transaction<'_>) -> StoreResult<i64> {
 
 #[async_trait]
 impl ArtefactStore for SqliteStore {
-    async fn get(&self, id: &str, visibility: Visibility) -> StoreResult<Option<Artefact>> {
+    async fn get(&self, id: &str, visibility: &Visibility) -> StoreResult<Option<Artefact>> {
         let id = id.to_owned();
+        let filter = filter_params(visibility);
         self.with_conn(move |conn| {
             let doc: Option<String> = conn
                 .query_row(
-                    "SELECT doc FROM artefacts WHERE id = ?1 AND (?2 = 0 OR kind = 'release')",
-                    params![id, releases_only(visibility)],
+                    &format!("SELECT doc FROM artefacts WHERE id = :id AND {VISIBLE}"),
+                    bind(&filter, &[(":id", &id)]).as_slice(),
                     |row| row.get(0),
                 )
                 .optional()?;
@@ -216,12 +251,14 @@ impl ArtefactStore for SqliteStore {
         let id = id.to_owned();
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let current: Option<(i64, String)> = tx
-                .query_row("SELECT revision, kind FROM artefacts WHERE id = ?1", [&id], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })
+            let current: Option<(i64, String, Option<String>)> = tx
+                .query_row(
+                    "SELECT revision, kind, category FROM artefacts WHERE id = ?1",
+                    [&id],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
                 .optional()?;
-            let Some((revision, kind)) = current else {
+            let Some((revision, kind, category)) = current else {
                 return Err(StoreError::NotFound);
             };
             if revision != expected {
@@ -237,8 +274,16 @@ impl ArtefactStore for SqliteStore {
             };
             tx.execute("DELETE FROM artefacts WHERE id = ?1", [&id])?;
             tx.execute(
-                "INSERT OR REPLACE INTO tombstones (id, kind, seq, revision, deleted_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, kind, tombstone.seq, revision, tombstone.deleted_at.to_string()],
+                "INSERT OR REPLACE INTO tombstones (id, kind, category, seq, revision, deleted_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    id,
+                    kind,
+                    category,
+                    tombstone.seq,
+                    revision,
+                    tombstone.deleted_at.to_string()
+                ],
             )?;
             tx.commit()?;
             Ok(tombstone)
@@ -249,30 +294,33 @@ impl ArtefactStore for SqliteStore {
     async fn browse(
         &self,
         query: &BrowseQuery,
-        visibility: Visibility,
+        visibility: &Visibility,
     ) -> StoreResult<Vec<Artefact>> {
         let query = query.clone();
+        let filter = filter_params(visibility);
         self.with_conn(move |conn| {
-            let mut statement = conn.prepare_cached(
+            let mut statement = conn.prepare_cached(&format!(
                 "SELECT doc FROM artefacts
-                 WHERE (?1 IS NULL OR id > ?1)
-                   AND (?2 = 0 OR kind = 'release')
-                   AND (?3 IS NULL OR kind = ?3)
-                   AND (?4 IS NULL OR category = ?4)
-                   AND (?5 IS NULL OR instr(search, ?5) > 0)
-                 ORDER BY id LIMIT ?6",
-            )?;
-            let rows = statement.query_map(
-                params![
-                    query.after,
-                    releases_only(visibility),
-                    query.kind.map(Kind::as_str),
-                    query.category,
-                    query.q.map(|q| q.to_lowercase()),
-                    query.limit as i64
-                ],
-                |row| row.get::<_, String>(0),
-            )?;
+                 WHERE (:after IS NULL OR id > :after)
+                   AND (:kind IS NULL OR kind = :kind)
+                   AND (:category IS NULL OR category = :category)
+                   AND (:q IS NULL OR instr(search, :q) > 0)
+                   AND {VISIBLE}
+                 ORDER BY id LIMIT :limit"
+            ))?;
+            let q = query.q.map(|q| q.to_lowercase());
+            let kind = query.kind.map(Kind::as_str);
+            let limit = query.limit as i64;
+            let own: [(&str, &dyn rusqlite::ToSql); 5] = [
+                (":after", &query.after),
+                (":kind", &kind),
+                (":category", &query.category),
+                (":q", &q),
+                (":limit", &limit),
+            ];
+            let rows = statement.query_map(bind(&filter, &own).as_slice(), |row| {
+                row.get::<_, String>(0)
+            })?;
             rows.map(|doc| from_json(&doc?)).collect()
         })
         .await
@@ -282,8 +330,9 @@ impl ArtefactStore for SqliteStore {
         &self,
         since: i64,
         limit: usize,
-        visibility: Visibility,
+        visibility: &Visibility,
     ) -> StoreResult<Changes> {
+        let filter = filter_params(visibility);
         self.with_conn(move |conn| {
             // One read transaction: the page and lastSeq come from the same snapshot.
             let tx = conn.transaction()?;
@@ -293,16 +342,18 @@ impl ArtefactStore for SqliteStore {
                 })?;
             let mut items = Vec::new();
             {
-                let mut statement = tx.prepare_cached(
+                let mut statement = tx.prepare_cached(&format!(
                     "SELECT seq, doc, NULL, NULL, NULL, NULL FROM artefacts
-                       WHERE seq > ?1 AND (?2 = 0 OR kind = 'release')
+                       WHERE seq > :since AND {VISIBLE}
                      UNION ALL
                      SELECT seq, NULL, id, kind, deleted_at, revision FROM tombstones
-                       WHERE seq > ?1 AND (?2 = 0 OR kind = 'release')
-                     ORDER BY 1 LIMIT ?3",
-                )?;
-                let mut rows =
-                    statement.query(params![since, releases_only(visibility), limit as i64 + 1])?;
+                       WHERE seq > :since AND {VISIBLE}
+                     ORDER BY 1 LIMIT :limit"
+                ))?;
+                let page = limit as i64 + 1;
+                let own: [(&str, &dyn rusqlite::ToSql); 2] =
+                    [(":since", &since), (":limit", &page)];
+                let mut rows = statement.query(bind(&filter, &own).as_slice())?;
                 while let Some(row) = rows.next()? {
                     let change = match row.get::<_, Option<String>>(1)? {
                         Some(doc) => Change::Artefact(Box::new(from_json(&doc)?)),
@@ -440,9 +491,77 @@ impl KeyStore for SqliteStore {
     async fn has_usable_admin(&self) -> StoreResult<bool> {
         let now = Timestamp::now();
         Ok(self.list_keys().await?.iter().any(|k| {
-            k.role == reliquary_client::types::Role::Admin
-                && k.revoked_at.is_none()
-                && k.expires_at.is_none_or(|e| e > now)
+            k.role == Role::Admin && k.revoked_at.is_none() && k.expires_at.is_none_or(|e| e > now)
         }))
+    }
+}
+
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn append_audit(&self, record: AuditRecord) -> StoreResult<()> {
+        self.with_conn(move |conn| {
+            conn.execute(
+                "INSERT INTO audit (at, action, outcome, key_id, key_name, artefact_id, architecture, detail, remote_addr)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    record.at.to_string(),
+                    record.action,
+                    record.outcome,
+                    record.key_id,
+                    record.key_name,
+                    record.artefact_id,
+                    record.architecture,
+                    record.detail,
+                    record.remote_addr
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        let query = query.clone();
+        self.with_conn(move |conn| {
+            let before: Option<i64> = query.before.as_deref().and_then(|b| b.parse().ok());
+            let mut statement = conn.prepare_cached(
+                "SELECT id, at, action, outcome, key_id, key_name, artefact_id, architecture, detail, remote_addr
+                 FROM audit
+                 WHERE (?1 IS NULL OR action = ?1) AND (?2 IS NULL OR id < ?2)
+                 ORDER BY id DESC LIMIT ?3",
+            )?;
+            let rows = statement.query_map(params![query.action, before, query.limit as i64], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, AuditEntry {
+                    id: String::new(),
+                    at: Timestamp::from_millis(0),
+                    action: row.get(2)?,
+                    outcome: row.get(3)?,
+                    key_id: row.get(4)?,
+                    key_name: row.get(5)?,
+                    artefact_id: row.get(6)?,
+                    architecture: row.get(7)?,
+                    detail: row.get(8)?,
+                    remote_addr: row.get(9)?,
+                }))
+            })?;
+            rows.map(|row| {
+                let (id, at, entry) = row?;
+                Ok(AuditEntry {
+                    id: id.to_string(),
+                    at: at.parse().map_err(|e| StoreError::Other(format!("corrupt audit time: {e}")))?,
+                    ..entry
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn prune_audit(&self, before: Timestamp) -> StoreResult<u64> {
+        self.with_conn(move |conn| {
+            let removed = conn.execute("DELETE FROM audit WHERE at < ?1", [before.to_string()])?;
+            Ok(removed as u64)
+        })
+        .await
     }
 }

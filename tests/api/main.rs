@@ -1,8 +1,10 @@
 //! HTTP integration tests: the real server on an ephemeral port, real SQLite, real files.
 //! One test binary for the whole suite, so it is built and linked once.
 
+mod binary;
 mod common;
 mod download;
+mod keys;
 mod listing;
 mod store_lifecycle;
 mod upload;

@@ -1,99 +1,27 @@
-//! The artefact service: what each API operation does, between the HTTP layer (which parses and
-//! maps errors) and the stores. Permission checks, the upload commit protocol and the
-//! compare-and-swap retries live here.
-
-use std::sync::Arc;
+//! Artefact operations: read, upload (the commit protocol), list, patch and delete.
 
 use bytes::Bytes;
 use futures::Stream;
-use reliquary_client::types::{Artefact, BrowsePage, ChangePage, Kind, Slot, Timestamp, Tombstone};
+use reliquary_client::types::{Artefact, BrowsePage, ChangePage, Slot, Timestamp, Tombstone};
 
-use crate::auth::{self, Caller};
-use crate::blobs::{BlobKey, BlobStream, Blobs};
-use crate::config::{AnonymousRead, Config};
+use super::audit::{describe, Outcome, Target};
+use super::{ArtefactPatch, Registry, UploadRequest, Uploaded, CAS_ATTEMPTS};
+use crate::auth::Caller;
+use crate::blobs::{BlobKey, BlobStream};
 use crate::domain::rules::{apply_upload, check_writable, decide, Decision, UploadIntent};
-use crate::domain::tarball::Limits;
 use crate::domain::tarball::Manifest;
 use crate::domain::visibility::Visibility;
 use crate::error::{Error, Result};
-use crate::signing::{Signer, SlotFacts};
-use crate::store::{BrowseQuery, MetadataStore, StoreError};
+use crate::signing::SlotFacts;
+use crate::store::{BrowseQuery, StoreError};
 use crate::upload::{receive, Received};
 
-/// How often a write retries after losing a compare-and-swap race before giving up with 409.
-const CAS_ATTEMPTS: usize = 8;
-
-pub const DEFAULT_PAGE: usize = 50;
-pub const MAX_PAGE: usize = 500;
-
-pub struct Registry {
-    pub store: Arc<dyn MetadataStore>,
-    pub blobs: Blobs,
-    pub signer: Signer,
-    pub anonymous_read: AnonymousRead,
-    pub max_upload_bytes: u64,
-    pub tarball_limits: Limits,
-    bootstrap_token_hash: Option<String>,
-}
-
-/// The query of `POST /artefacts/npm/{id}`, validated.
-#[derive(Clone, Debug)]
-pub struct UploadRequest {
-    pub id: String,
-    pub architecture: String,
-    pub kind: Kind,
-    pub category: Option<String>,
-    pub force: bool,
-}
-
-/// The outcome of an upload: the document and whether this upload created it.
-pub struct Uploaded {
-    pub doc: Artefact,
-    pub created: bool,
-}
-
-/// `PATCH /artefacts/{id}`: fields to change; an empty string clears.
-#[derive(Clone, Debug, Default)]
-pub struct ArtefactPatch {
-    pub category: Option<String>,
-    pub description: Option<String>,
-}
-
 impl Registry {
-    pub fn new(
-        store: Arc<dyn MetadataStore>,
-        blobs: Blobs,
-        signer: Signer,
-        config: &Config,
-    ) -> Self {
-        Self {
-            store,
-            blobs,
-            signer,
-            anonymous_read: config.anonymous_read,
-            max_upload_bytes: config.max_upload_bytes,
-            tarball_limits: config.tarball_limits.clone(),
-            bootstrap_token_hash: config
-                .admin_token
-                .as_deref()
-                .map(crate::secrets::token_hash),
-        }
-    }
-
-    pub async fn authenticate(&self, token: Option<&str>) -> Result<Caller> {
-        auth::authenticate(
-            self.store.as_ref(),
-            token,
-            self.bootstrap_token_hash.as_deref(),
-        )
-        .await
-    }
-
     /// One document, as the caller may see it.
     pub async fn artefact(&self, caller: &Caller, id: &str) -> Result<Artefact> {
         let visibility = caller.visibility(self.anonymous_read)?;
         self.store
-            .get(id, visibility)
+            .get(id, &visibility)
             .await?
             .ok_or_else(|| Error::artefact_not_found(id))
     }
@@ -132,11 +60,54 @@ impl Registry {
         Ok(self.blobs.open(&BlobKey::sha256(sha256), range).await?)
     }
 
-    /// Receives, validates and commits one slot.
+    /// Receives, validates and commits one slot, and audits the outcome.
     pub async fn upload<S, E>(
         &self,
         caller: &Caller,
         request: UploadRequest,
+        body: S,
+    ) -> Result<Uploaded>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let result = self.receive_and_commit(caller, &request, body).await;
+        let target = Target::slot(&request.id, &request.architecture);
+        let (action, outcome, detail) = match &result {
+            Ok(uploaded) => {
+                let slot = &uploaded.doc.tarballs[&request.architecture];
+                (
+                    "artefact.upload",
+                    Outcome::Success,
+                    format!(
+                        "version {} sha256 {} ({} bytes)",
+                        slot.version, slot.sha256, slot.size
+                    ),
+                )
+            }
+            Err(error) => match Outcome::of_error(error) {
+                Some(Outcome::Denied) => {
+                    ("artefact.upload_denied", Outcome::Denied, describe(error))
+                }
+                Some(Outcome::Conflict) => (
+                    "artefact.upload_conflict",
+                    Outcome::Conflict,
+                    describe(error),
+                ),
+                Some(Outcome::Invalid) => {
+                    ("artefact.upload_invalid", Outcome::Invalid, describe(error))
+                }
+                _ => return result,
+            },
+        };
+        self.record(caller, action, outcome, target, detail).await;
+        result
+    }
+
+    async fn receive_and_commit<S, E>(
+        &self,
+        caller: &Caller,
+        request: &UploadRequest,
         body: S,
     ) -> Result<Uploaded>
     where
@@ -149,7 +120,7 @@ impl Registry {
         }
         // Refuse what is already certain to fail before reading a possibly large body; the
         // rules are checked again, authoritatively, at commit time.
-        if let Some(doc) = self.store.get(&request.id, Visibility::All).await? {
+        if let Some(doc) = self.store.get(&request.id, &Visibility::all()).await? {
             check_writable(&doc, request.kind)?;
         }
         let received = receive(
@@ -159,7 +130,7 @@ impl Registry {
             &self.tarball_limits,
         )
         .await?;
-        let outcome = self.commit_upload(caller, &request, &received).await;
+        let outcome = self.commit_upload(caller, request, &received).await;
         // After a promotion the temporary key is already gone; otherwise it is garbage now.
         self.blobs.discard(received.upload).await;
         outcome
@@ -195,7 +166,7 @@ impl Registry {
         let intent = self.intent(request, &received.sha256, received.size, &received.manifest);
         let mut promoted = false;
         for _ in 0..CAS_ATTEMPTS {
-            let existing = self.store.get(&request.id, Visibility::All).await?;
+            let existing = self.store.get(&request.id, &Visibility::all()).await?;
             let category = existing
                 .as_ref()
                 .map_or(request.category.as_deref(), |doc| doc.category.as_deref());
@@ -249,7 +220,7 @@ impl Registry {
         let visibility = caller.visibility(self.anonymous_read)?;
         let limit = query.limit;
         query.limit = limit + 1;
-        let mut items = self.store.browse(&query, visibility).await?;
+        let mut items = self.store.browse(&query, &visibility).await?;
         let next_cursor = if items.len() > limit {
             items.truncate(limit);
             items.last().map(|doc| encode_cursor(&doc.id))
@@ -262,7 +233,7 @@ impl Registry {
     /// Sync mode of `GET /artefacts?since=N`.
     pub async fn changes(&self, caller: &Caller, since: i64, limit: usize) -> Result<ChangePage> {
         let visibility = caller.visibility(self.anonymous_read)?;
-        let changes = self.store.changes(since, limit, visibility).await?;
+        let changes = self.store.changes(since, limit, &visibility).await?;
         Ok(ChangePage {
             items: changes.items,
             last_seq: changes.last_seq,
@@ -271,11 +242,30 @@ impl Registry {
     }
 
     pub async fn patch(&self, caller: &Caller, id: &str, patch: ArtefactPatch) -> Result<Artefact> {
+        let detail = format!("{patch:?}");
+        let result = self.patch_unaudited(caller, id, patch).await;
+        self.record_result(
+            caller,
+            "artefact.patch",
+            Target::artefact(id),
+            &result,
+            |_| detail,
+        )
+        .await;
+        result
+    }
+
+    async fn patch_unaudited(
+        &self,
+        caller: &Caller,
+        id: &str,
+        patch: ArtefactPatch,
+    ) -> Result<Artefact> {
         caller.require_publish(id)?;
         for _ in 0..CAS_ATTEMPTS {
             let mut doc = self
                 .store
-                .get(id, Visibility::All)
+                .get(id, &Visibility::all())
                 .await?
                 .ok_or_else(|| Error::artefact_not_found(id))?;
             if doc.origin.is_some() {
@@ -305,11 +295,24 @@ impl Registry {
 
     /// Deletes an artefact, leaving a tombstone for mirrors. Its blobs stay until gc.
     pub async fn delete(&self, caller: &Caller, id: &str) -> Result<Tombstone> {
+        let result = self.delete_unaudited(caller, id).await;
+        self.record_result(
+            caller,
+            "artefact.delete",
+            Target::artefact(id),
+            &result,
+            |t| format!("deleted at seq {}", t.seq),
+        )
+        .await;
+        result
+    }
+
+    async fn delete_unaudited(&self, caller: &Caller, id: &str) -> Result<Tombstone> {
         caller.require_admin()?;
         for _ in 0..CAS_ATTEMPTS {
             let doc = self
                 .store
-                .get(id, Visibility::All)
+                .get(id, &Visibility::all())
                 .await?
                 .ok_or_else(|| Error::artefact_not_found(id))?;
             match self.store.delete(id, doc.revision).await {
@@ -329,11 +332,29 @@ impl Registry {
         id: &str,
         architecture: &str,
     ) -> Result<Artefact> {
+        let result = self.delete_slot_unaudited(caller, id, architecture).await;
+        self.record_result(
+            caller,
+            "artefact.delete",
+            Target::slot(id, architecture),
+            &result,
+            |_| "deleted one slot".to_owned(),
+        )
+        .await;
+        result
+    }
+
+    async fn delete_slot_unaudited(
+        &self,
+        caller: &Caller,
+        id: &str,
+        architecture: &str,
+    ) -> Result<Artefact> {
         caller.require_admin()?;
         for _ in 0..CAS_ATTEMPTS {
             let mut doc = self
                 .store
-                .get(id, Visibility::All)
+                .get(id, &Visibility::all())
                 .await?
                 .ok_or_else(|| Error::artefact_not_found(id))?;
             if doc.tarballs.remove(architecture).is_none() {
@@ -353,13 +374,6 @@ impl Registry {
             }
         }
         Err(StoreError::RevisionMismatch.into())
-    }
-
-    /// `/readyz`: both stores answer.
-    pub async fn ready(&self) -> Result<()> {
-        self.store.ping().await?;
-        self.blobs.ping().await?;
-        Ok(())
     }
 }
 

@@ -1,0 +1,163 @@
+//! The audit log: what is recorded for each write, and reading it back.
+//!
+//! Successful writes and writes refused by policy (403), by a conflict (409) or as invalid
+//! (413, 422) are recorded. 401s are not: an unauthenticated caller is noise, not an actor.
+
+use axum::http::StatusCode;
+use reliquary_client::types::{AuditPage, Timestamp};
+
+use super::Registry;
+use crate::auth::Caller;
+use crate::error::{Error, Result};
+use crate::store::{AuditQuery, AuditRecord};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Denied,
+    Conflict,
+    Invalid,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Denied => "denied",
+            Outcome::Conflict => "conflict",
+            Outcome::Invalid => "invalid",
+        }
+    }
+
+    /// The outcome an error is audited as, or `None` when it is not audited.
+    pub fn of_error(error: &Error) -> Option<Self> {
+        match error.status {
+            StatusCode::FORBIDDEN => Some(Outcome::Denied),
+            StatusCode::CONFLICT => Some(Outcome::Conflict),
+            StatusCode::UNPROCESSABLE_ENTITY | StatusCode::PAYLOAD_TOO_LARGE => {
+                Some(Outcome::Invalid)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What an audited action was about.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Target<'a> {
+    pub artefact_id: Option<&'a str>,
+    pub architecture: Option<&'a str>,
+}
+
+impl<'a> Target<'a> {
+    pub fn artefact(id: &'a str) -> Self {
+        Self {
+            artefact_id: Some(id),
+            architecture: None,
+        }
+    }
+
+    pub fn slot(id: &'a str, architecture: &'a str) -> Self {
+        Self {
+            artefact_id: Some(id),
+            architecture: Some(architecture),
+        }
+    }
+}
+
+impl Registry {
+    /// Appends one entry. A failure to audit is logged, not turned into a failed request: the
+    /// write it describes has already happened.
+    pub(crate) async fn record(
+        &self,
+        caller: &Caller,
+        action: &str,
+        outcome: Outcome,
+        target: Target<'_>,
+        detail: impl Into<String>,
+    ) {
+        let record = AuditRecord {
+            at: Timestamp::now(),
+            action: action.to_owned(),
+            outcome: outcome.as_str().to_owned(),
+            key_id: caller.key().map(|k| k.id.clone()),
+            key_name: caller.key().map(|k| k.name.clone()),
+            artefact_id: target.artefact_id.map(str::to_owned),
+            architecture: target.architecture.map(str::to_owned),
+            detail: Some(detail.into()).filter(|d: &String| !d.is_empty()),
+            remote_addr: caller.remote_addr.clone(),
+        };
+        if let Err(error) = self.store.append_audit(record).await {
+            tracing::error!(%error, action, "could not write the audit log");
+        }
+    }
+
+    /// Records the outcome of an operation that has a single action name.
+    pub(crate) async fn record_result<T>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: Target<'_>,
+        result: &Result<T>,
+        success_detail: impl FnOnce(&T) -> String,
+    ) {
+        match result {
+            Ok(value) => {
+                self.record(
+                    caller,
+                    action,
+                    Outcome::Success,
+                    target,
+                    success_detail(value),
+                )
+                .await
+            }
+            Err(error) => {
+                if let Some(outcome) = Outcome::of_error(error) {
+                    self.record(caller, action, outcome, target, describe(error))
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// `GET /audit`: newest first.
+    pub async fn audit_log(
+        &self,
+        caller: &Caller,
+        action: Option<String>,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<AuditPage> {
+        caller.require_admin()?;
+        let query = AuditQuery {
+            action,
+            before: cursor.map(|c| super::decode_cursor(&c)).transpose()?,
+            limit: limit + 1,
+        };
+        let mut items = self.store.list_audit(&query).await?;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|entry| super::encode_cursor(&entry.id))
+        } else {
+            None
+        };
+        Ok(AuditPage { items, next_cursor })
+    }
+
+    /// Drops entries older than the retention period; returns how many.
+    pub async fn prune_audit(&self) -> Result<u64> {
+        if self.audit_retention_days == 0 {
+            return Ok(0);
+        }
+        let cutoff = Timestamp::from_millis(
+            Timestamp::now().millis() - i64::from(self.audit_retention_days) * 86_400_000,
+        );
+        Ok(self.store.prune_audit(cutoff).await?)
+    }
+}
+
+/// An error as an audit detail: its code and message.
+pub fn describe(error: &Error) -> String {
+    format!("{}: {}", error.code, error.message)
+}

@@ -1,0 +1,111 @@
+//! API keys: creation (the token is returned once), listing and revocation.
+
+use reliquary_client::types::{ApiKey, CreatedKey, NewKey, Role, Timestamp};
+
+use super::audit::Target;
+use super::Registry;
+use crate::auth::Caller;
+use crate::error::{Error, Result};
+use crate::secrets::{generate_token, token_display_prefix, token_hash};
+use crate::store::{KeyRecord, StoreError};
+
+impl Registry {
+    pub async fn create_key(&self, caller: &Caller, request: NewKey) -> Result<CreatedKey> {
+        let result = self.create_key_inner(caller, request).await;
+        let target = Target::default();
+        self.record_result(caller, "key.create", target, &result, |created| {
+            format!(
+                "created key `{}` ({}) with role {}",
+                created.key.name,
+                created.key.id,
+                created.key.role.as_str()
+            )
+        })
+        .await;
+        result
+    }
+
+    async fn create_key_inner(&self, caller: &Caller, request: NewKey) -> Result<CreatedKey> {
+        caller.require_admin()?;
+        validate_new_key(&request)?;
+        let token = generate_token();
+        let key = ApiKey {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: request.name,
+            role: request.role,
+            prefix: token_display_prefix(&token),
+            allowed_package_name: request.allowed_package_name,
+            allowed_name_prefix: request.allowed_name_prefix,
+            allowed_category: request.allowed_category,
+            created_at: Timestamp::now(),
+            expires_at: request.expires_at,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        self.store
+            .insert_key(KeyRecord {
+                key: key.clone(),
+                token_sha256: token_hash(&token),
+            })
+            .await?;
+        Ok(CreatedKey { token, key })
+    }
+
+    pub async fn list_keys(&self, caller: &Caller) -> Result<Vec<ApiKey>> {
+        caller.require_admin()?;
+        Ok(self.store.list_keys().await?)
+    }
+
+    pub async fn revoke_key(&self, caller: &Caller, id: &str) -> Result<ApiKey> {
+        let result = async {
+            caller.require_admin()?;
+            match self.store.revoke_key(id, Timestamp::now()).await {
+                Err(StoreError::NotFound) => Err(Error::not_found(
+                    "key_not_found",
+                    format!("No key with id `{id}`."),
+                )),
+                other => Ok(other?),
+            }
+        }
+        .await;
+        self.record_result(caller, "key.revoke", Target::default(), &result, |key| {
+            format!("revoked key `{}` ({})", key.name, key.id)
+        })
+        .await;
+        result
+    }
+}
+
+fn validate_new_key(request: &NewKey) -> Result<()> {
+    let mut problems = Vec::new();
+    if request.name.trim().is_empty() || request.name.chars().count() > 100 {
+        problems.push("`name` must have 1 to 100 characters");
+    }
+    let scoped = request.allowed_package_name.is_some()
+        || request.allowed_name_prefix.is_some()
+        || request.allowed_category.is_some();
+    if scoped && !matches!(request.role, Role::Publish | Role::Mirror) {
+        problems.push("scopes apply to publish and mirror keys only");
+    }
+    let empty_scope = [
+        &request.allowed_package_name,
+        &request.allowed_name_prefix,
+        &request.allowed_category,
+    ]
+    .iter()
+    .any(|scope| scope.as_deref().is_some_and(str::is_empty));
+    if empty_scope {
+        problems.push("a scope, when given, must not be empty");
+    }
+    if request.expires_at.is_some_and(|at| at <= Timestamp::now()) {
+        problems.push("`expiresAt` is in the past");
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::bad_request(
+            "invalid_key",
+            format!("{}.", problems.join("; ")),
+        ))
+    }
+}

@@ -1,0 +1,100 @@
+//! The artefact service: what each API operation does, between the HTTP layer (which parses and
+//! maps errors) and the stores. Permission checks, the upload commit protocol and the
+//! compare-and-swap retries live here.
+
+use std::sync::Arc;
+
+use reliquary_client::types::{Artefact, Kind};
+
+use crate::auth::{self, Caller};
+use crate::blobs::Blobs;
+use crate::config::{AnonymousRead, Config};
+use crate::domain::tarball::Limits;
+use crate::error::Result;
+use crate::signing::Signer;
+use crate::store::MetadataStore;
+
+mod artefacts;
+mod audit;
+mod keys;
+
+pub use artefacts::{decode_cursor, encode_cursor};
+
+/// How often a write retries after losing a compare-and-swap race before giving up with 409.
+const CAS_ATTEMPTS: usize = 8;
+
+pub const DEFAULT_PAGE: usize = 50;
+pub const MAX_PAGE: usize = 500;
+
+pub struct Registry {
+    pub store: Arc<dyn MetadataStore>,
+    pub blobs: Blobs,
+    pub signer: Signer,
+    pub anonymous_read: AnonymousRead,
+    pub max_upload_bytes: u64,
+    pub tarball_limits: Limits,
+    pub audit_retention_days: u32,
+    bootstrap_token_hash: Option<String>,
+}
+
+/// The query of `POST /artefacts/npm/{id}`, validated.
+#[derive(Clone, Debug)]
+pub struct UploadRequest {
+    pub id: String,
+    pub architecture: String,
+    pub kind: Kind,
+    pub category: Option<String>,
+    pub force: bool,
+}
+
+/// The outcome of an upload: the document and whether this upload created it.
+pub struct Uploaded {
+    pub doc: Artefact,
+    pub created: bool,
+}
+
+/// `PATCH /artefacts/{id}`: fields to change; an empty string clears.
+#[derive(Clone, Debug, Default)]
+pub struct ArtefactPatch {
+    pub category: Option<String>,
+    pub description: Option<String>,
+}
+
+impl Registry {
+    pub fn new(
+        store: Arc<dyn MetadataStore>,
+        blobs: Blobs,
+        signer: Signer,
+        config: &Config,
+    ) -> Self {
+        Self {
+            store,
+            blobs,
+            signer,
+            anonymous_read: config.anonymous_read,
+            max_upload_bytes: config.max_upload_bytes,
+            tarball_limits: config.tarball_limits.clone(),
+            audit_retention_days: config.audit_retention_days,
+            bootstrap_token_hash: config
+                .admin_token
+                .as_deref()
+                .map(crate::secrets::token_hash),
+        }
+    }
+
+    pub async fn authenticate(&self, token: Option<&str>) -> Result<Caller> {
+        auth::authenticate(
+            self.store.as_ref(),
+            token,
+            self.bootstrap_token_hash.as_deref(),
+        )
+        .await
+    }
+
+    /// `/readyz`: both stores answer.
+    pub async fn ready(&self) -> Result<()> {
+        self.store.ping().await?;
+        self.blobs.ping().await?;
+        Ok(())
+    }
+}

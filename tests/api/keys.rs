@@ -1,0 +1,615 @@
+//! Roles, scopes, expiry, revocation, the federation filter on every read path, and the audit log.
+
+use reliquary_client::types::{CreatedKey, Timestamp};
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// Creates a key through the API and returns its token.
+pub async fn create_key(server: &TestServer, body: Value) -> CreatedKey {
+    let response = server
+        .admin(server.client.post(format!("{}/keys", server.url)))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    response.json().await.unwrap()
+}
+
+async fn status(
+    server: &TestServer,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> u16 {
+    let url = format!("{}{path}", server.url);
+    let mut request = match method {
+        "GET" => server.client.get(url),
+        "POST" => server.client.post(url),
+        "PATCH" => server
+            .client
+            .patch(url)
+            .json(&json!({"description": "patched"})),
+        "DELETE" => server.client.delete(url),
+        _ => unreachable!(),
+    };
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.body(body);
+    }
+    if path == "/keys" && method == "POST" {
+        request = request.json(&json!({"name": "made-by-table", "role": "read"}));
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn each_role_can_do_exactly_what_the_table_says() {
+    let server = TestServer::start().await;
+    server
+        .upload_ok("rel@1", "", npm_tarball("rel", "1.0.0"), 201)
+        .await;
+    server
+        .upload_ok("br@main", "kind=branch", npm_tarball("br", "1.0.0"), 201)
+        .await;
+    let roles = ["admin", "publish", "read", "mirror", "anonymous"];
+    let mut tokens = std::collections::HashMap::new();
+    tokens.insert("admin", Some(ADMIN_TOKEN.to_owned()));
+    tokens.insert("anonymous", None);
+    for role in ["publish", "read", "mirror"] {
+        let created = create_key(&server, json!({"name": role, "role": role})).await;
+        tokens.insert(role, Some(created.token));
+    }
+    for role in roles {
+        server
+            .upload_ok(
+                &format!("victim-{role}@1"),
+                "",
+                npm_tarball("victim", "1.0.0"),
+                201,
+            )
+            .await;
+        server
+            .upload_ok(
+                &format!("victim-{role}@1"),
+                "architecture=x64",
+                npm_tarball_with("victim", "1.0.0", b"x"),
+                200,
+            )
+            .await;
+    }
+
+    // action, then the expected status for admin, publish, read, mirror, anonymous (releases).
+    let table: &[(&str, &str, [u16; 5])] = &[
+        ("GET", "/artefacts/rel@1", [200, 200, 200, 200, 200]),
+        ("GET", "/artefacts/br@main", [200, 200, 200, 404, 404]),
+        (
+            "GET",
+            "/artefacts/br@main/tarball",
+            [200, 200, 200, 404, 404],
+        ),
+        ("GET", "/artefacts/rel@1/tarball", [200, 200, 200, 200, 200]),
+        ("GET", "/artefacts", [200, 200, 200, 200, 200]),
+        (
+            "POST",
+            "/artefacts/npm/new-{role}@1",
+            [201, 201, 403, 403, 401],
+        ),
+        (
+            "PATCH",
+            "/artefacts/victim-{role}@1",
+            [200, 200, 403, 403, 401],
+        ),
+        (
+            "DELETE",
+            "/artefacts/victim-{role}@1/tarballs/x64",
+            [200, 403, 403, 403, 401],
+        ),
+        (
+            "DELETE",
+            "/artefacts/victim-{role}@1",
+            [200, 403, 403, 403, 401],
+        ),
+        ("POST", "/keys", [201, 403, 403, 403, 401]),
+        ("GET", "/keys", [200, 403, 403, 403, 401]),
+        ("GET", "/audit", [200, 403, 403, 403, 401]),
+        ("DELETE", "/keys/no-such-key", [404, 403, 403, 403, 401]),
+    ];
+    let mut failures = Vec::new();
+    for (method, path, expected) in table {
+        for (role, want) in roles.iter().zip(expected) {
+            let path = path.replace("{role}", role);
+            let body = (*method == "POST" && path.starts_with("/artefacts"))
+                .then(|| npm_tarball("new", "1.0.0"));
+            let got = status(&server, tokens[role].as_deref(), method, &path, body).await;
+            if got != *want {
+                failures.push(format!(
+                    "{role} {method} {path}: expected {want}, got {got}"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn the_federation_filter_hides_branches_from_mirror_keys_in_every_read_path() {
+    let server = TestServer::start().await;
+    server
+        .upload_ok("acme@1", "", npm_tarball("acme", "1.0.0"), 201)
+        .await;
+    server
+        .upload_ok(
+            "acme@main",
+            "kind=branch",
+            npm_tarball("acme", "1.0.0"),
+            201,
+        )
+        .await;
+    server
+        .upload_ok(
+            "gone@main",
+            "kind=branch",
+            npm_tarball("gone", "1.0.0"),
+            201,
+        )
+        .await;
+    server
+        .admin(
+            server
+                .client
+                .delete(format!("{}/artefacts/gone@main", server.url)),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mirror = create_key(&server, json!({"name": "staging", "role": "mirror"}))
+        .await
+        .token;
+    let get = |path: &str| {
+        server
+            .client
+            .get(format!("{}{path}", server.url))
+            .bearer_auth(&mirror)
+            .send()
+    };
+
+    let browse: Value = get("/artefacts").await.unwrap().json().await.unwrap();
+    assert_eq!(browse["items"].as_array().unwrap().len(), 1);
+    let branch_search: Value = get("/artefacts?kind=branch")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(branch_search["items"].as_array().unwrap().is_empty());
+    let sync: Value = get("/artefacts?since=0")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = sync["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["acme@1"],
+        "no branch documents and no branch tombstones"
+    );
+    assert_eq!(get("/artefacts/acme@main").await.unwrap().status(), 404);
+    assert_eq!(
+        get("/artefacts/acme@main/tarball").await.unwrap().status(),
+        404
+    );
+    assert_eq!(
+        get("/artefacts/acme@1/tarball").await.unwrap().status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn mirror_key_scopes_narrow_what_it_sees() {
+    let server = TestServer::start().await;
+    server
+        .upload_ok(
+            "acme-a@1",
+            "category=plugins",
+            npm_tarball("acme-a", "1.0.0"),
+            201,
+        )
+        .await;
+    server
+        .upload_ok(
+            "acme-b@1",
+            "category=services",
+            npm_tarball("acme-b", "1.0.0"),
+            201,
+        )
+        .await;
+    server
+        .upload_ok(
+            "other@1",
+            "category=plugins",
+            npm_tarball("other", "1.0.0"),
+            201,
+        )
+        .await;
+    let scoped = create_key(&server, json!({"name": "m", "role": "mirror", "allowedNamePrefix": "acme-", "allowedCategory": "plugins"})).await.token;
+    let sync: Value = server
+        .client
+        .get(format!("{}/artefacts?since=0", server.url))
+        .bearer_auth(&scoped)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = sync["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["acme-a@1"]);
+    let hidden = server
+        .client
+        .get(format!("{}/artefacts/other@1", server.url))
+        .bearer_auth(&scoped)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hidden.status(), 404);
+}
+
+#[tokio::test]
+async fn publish_scopes_are_enforced_and_named_in_the_denial() {
+    let server = TestServer::start().await;
+    let key = create_key(
+        &server,
+        json!({"name": "ci-acme", "role": "publish", "allowedNamePrefix": "acme-plugin@", "allowedPackageName": "acme-plugin", "allowedCategory": "plugins"}),
+    )
+    .await;
+    let upload = |id: &str, query: &str, tarball: Vec<u8>| {
+        server
+            .client
+            .post(format!("{}/artefacts/npm/{id}?{query}", server.url))
+            .bearer_auth(&key.token)
+            .body(tarball)
+            .send()
+    };
+    let wrong_prefix = upload(
+        "other@1",
+        "category=plugins",
+        npm_tarball("acme-plugin", "1.0.0"),
+    )
+    .await
+    .unwrap();
+    let body = expect_error(wrong_prefix, 403, "forbidden").await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("allowedNamePrefix"),
+        "{body}"
+    );
+
+    let wrong_package = upload(
+        "acme-plugin@1",
+        "category=plugins",
+        npm_tarball("acme-evil", "1.0.0"),
+    )
+    .await
+    .unwrap();
+    let body = expect_error(wrong_package, 403, "forbidden").await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("allowedPackageName"),
+        "{body}"
+    );
+
+    let wrong_category = upload(
+        "acme-plugin@1",
+        "category=services",
+        npm_tarball("acme-plugin", "1.0.0"),
+    )
+    .await
+    .unwrap();
+    let body = expect_error(wrong_category, 403, "forbidden").await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("allowedCategory"),
+        "{body}"
+    );
+    expect_error(
+        server
+            .admin_get("/artefacts/acme-plugin@1")
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "artefact_not_found",
+    )
+    .await;
+
+    let allowed = upload(
+        "acme-plugin@1",
+        "category=plugins",
+        npm_tarball("acme-plugin", "1.0.0"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(allowed.status(), 201);
+    let force = upload(
+        "acme-plugin@1",
+        "force=true",
+        npm_tarball("acme-plugin", "0.1.0"),
+    )
+    .await
+    .unwrap();
+    expect_error(force, 403, "forbidden").await;
+    assert!(files_under(&server.data_dir().join("blobs/uploads")).is_empty());
+}
+
+#[tokio::test]
+async fn expired_and_revoked_keys_are_401_and_revoked_ones_stay_listed() {
+    let server = TestServer::start().await;
+    let past = Timestamp::from_millis(Timestamp::now().millis() - 1000);
+    let refused = server
+        .admin(server.client.post(format!("{}/keys", server.url)))
+        .json(&json!({"name": "old", "role": "read", "expiresAt": past}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(refused, 400, "invalid_key").await;
+    let scoped_admin = server
+        .admin(server.client.post(format!("{}/keys", server.url)))
+        .json(&json!({"name": "x", "role": "admin", "allowedCategory": "c"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(scoped_admin, 400, "invalid_key").await;
+    let bad_role = server
+        .admin(server.client.post(format!("{}/keys", server.url)))
+        .json(&json!({"name": "x", "role": "root"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(bad_role, 400, "invalid_json").await;
+
+    let soon = Timestamp::from_millis(Timestamp::now().millis() + 800);
+    let expiring = create_key(
+        &server,
+        json!({"name": "short", "role": "read", "expiresAt": soon}),
+    )
+    .await;
+    let read = |token: String| {
+        server
+            .client
+            .get(format!("{}/artefacts", server.url))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(read(expiring.token.clone()).await.unwrap().status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    expect_error(read(expiring.token).await.unwrap(), 401, "unauthorized").await;
+
+    let revoked = create_key(&server, json!({"name": "leaked", "role": "read"})).await;
+    assert!(revoked.token.starts_with("rlq_") && revoked.token.len() >= 44);
+    assert_eq!(revoked.key.prefix, &revoked.token[..8]);
+    assert_eq!(read(revoked.token.clone()).await.unwrap().status(), 200);
+    let answer: Value = server
+        .admin(
+            server
+                .client
+                .delete(format!("{}/keys/{}", server.url, revoked.key.id)),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(answer["revokedAt"].is_string());
+    let leaked_token = revoked.token.clone();
+    expect_error(read(revoked.token).await.unwrap(), 401, "unauthorized").await;
+
+    let keys: Value = server
+        .admin_get("/keys")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == revoked.key.id.as_str())
+        .unwrap();
+    assert!(listed["revokedAt"].is_string());
+    assert!(
+        listed["lastUsedAt"].is_string(),
+        "lastUsedAt is recorded on use"
+    );
+    assert!(keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|k| k.get("token").is_none()));
+    assert!(
+        !keys.to_string().contains(&leaked_token),
+        "a listing never holds a token"
+    );
+}
+
+#[tokio::test]
+async fn writes_and_refused_writes_are_audited_but_401s_are_not() {
+    let server = TestServer::start().await;
+    let publisher = create_key(
+        &server,
+        json!({"name": "ci", "role": "publish", "allowedNamePrefix": "acme"}),
+    )
+    .await;
+    let upload = |id: &str, tarball: Vec<u8>| {
+        server
+            .client
+            .post(format!("{}/artefacts/npm/{id}", server.url))
+            .bearer_auth(&publisher.token)
+            .body(tarball)
+            .send()
+    };
+    assert_eq!(
+        upload("acme@1", npm_tarball("acme", "1.0.0"))
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    assert_eq!(
+        upload("other@1", npm_tarball("other", "1.0.0"))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        upload("acme@1", npm_tarball_with("acme", "1.0.0", b"x"))
+            .await
+            .unwrap()
+            .status(),
+        409
+    );
+    assert_eq!(
+        upload("acme@1", b"junk".to_vec()).await.unwrap().status(),
+        422
+    );
+    let anonymous = server
+        .client
+        .post(format!("{}/artefacts/npm/acme@1", server.url))
+        .body(npm_tarball("acme", "2.0.0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    server
+        .admin(
+            server
+                .client
+                .patch(format!("{}/artefacts/acme@1", server.url)),
+        )
+        .json(&json!({"description": "d"}))
+        .send()
+        .await
+        .unwrap();
+    server
+        .admin(
+            server
+                .client
+                .delete(format!("{}/artefacts/acme@1", server.url)),
+        )
+        .send()
+        .await
+        .unwrap();
+    server
+        .admin(
+            server
+                .client
+                .delete(format!("{}/keys/{}", server.url, publisher.key.id)),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let audit: Value = server
+        .admin_get("/audit?limit=500")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entries = audit["items"].as_array().unwrap();
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "key.revoke",
+            "artefact.delete",
+            "artefact.patch",
+            "artefact.upload_invalid",
+            "artefact.upload_conflict",
+            "artefact.upload_denied",
+            "artefact.upload",
+            "key.create",
+        ],
+        "newest first, and the anonymous 401 is not there"
+    );
+    let upload_entry = &entries[6];
+    assert_eq!(upload_entry["outcome"], "success");
+    assert_eq!(upload_entry["keyName"], "ci");
+    assert_eq!(upload_entry["keyId"], publisher.key.id.as_str());
+    assert_eq!(upload_entry["artefactId"], "acme@1");
+    assert_eq!(upload_entry["architecture"], "noarch");
+    assert_eq!(upload_entry["remoteAddr"], "127.0.0.1");
+    assert!(upload_entry["detail"].as_str().unwrap().contains("1.0.0"));
+    assert_eq!(entries[5]["outcome"], "denied");
+    assert!(entries[5]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("allowedNamePrefix"));
+
+    let filtered: Value = server
+        .admin_get("/audit?action=artefact.upload_denied")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(filtered["items"].as_array().unwrap().len(), 1);
+
+    let mut paged = Vec::new();
+    let mut path = "/audit?limit=3".to_owned();
+    loop {
+        let page: Value = server
+            .admin_get(&path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        paged.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].clone()),
+        );
+        match page["nextCursor"].as_str() {
+            Some(cursor) => path = format!("/audit?limit=3&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        paged,
+        entries.iter().map(|e| e["id"].clone()).collect::<Vec<_>>()
+    );
+}
