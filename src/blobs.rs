@@ -14,6 +14,8 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, WriteMultipart};
+use reliquary_client::types::BlobRef;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 /// Where a blob lives; nobody builds blob paths by hand.
@@ -23,6 +25,8 @@ pub enum BlobKey {
     Sha256(String),
     /// An upload in progress (or abandoned, for gc to collect).
     Upload(Uuid),
+    /// A provenance bundle kept beside a slot, by the sha256 of its bytes.
+    Attestation(String),
 }
 
 impl BlobKey {
@@ -34,6 +38,7 @@ impl BlobKey {
         match self {
             BlobKey::Sha256(hex) => Path::from(format!("sha256/{hex}")),
             BlobKey::Upload(id) => Path::from(format!("uploads/{id}")),
+            BlobKey::Attestation(hex) => Path::from(format!("attestations/{hex}")),
         }
     }
 }
@@ -86,6 +91,22 @@ impl Blobs {
             Err(object_store::Error::NotFound { .. }) => self.store.rename(&from, &to).await,
             Err(other) => Err(other),
         }
+    }
+
+    /// Stores a small provenance bundle under its digest.
+    pub async fn put_attestation(&self, bundle: Bytes) -> Result<BlobRef, object_store::Error> {
+        let reference = BlobRef {
+            sha256: hex::encode(Sha256::digest(&bundle)),
+            size: bundle.len() as u64,
+        };
+        let key = BlobKey::Attestation(reference.sha256.clone());
+        self.store.put(&key.path(), bundle.into()).await?;
+        Ok(reference)
+    }
+
+    pub async fn read_attestation(&self, sha256: &str) -> Result<Bytes, object_store::Error> {
+        let key = BlobKey::Attestation(sha256.to_owned());
+        self.store.get(&key.path()).await?.bytes().await
     }
 
     /// Removes an upload that will not be promoted. Best effort: gc collects what this misses.

@@ -25,6 +25,12 @@ enum Command {
     Serve(ServeArgs),
     /// Apply pending schema migrations and print what was applied.
     Migrate(StoreArgs),
+    /// Generate a registry signing key (PKCS#8 PEM, mode 0600) for `--signing-key`; see
+    /// docs/security.md for rotation.
+    SigningKey {
+        #[command(subcommand)]
+        command: SigningKeyCommand,
+    },
     /// Manage API keys on a running registry.
     Keys {
         #[command(flatten)]
@@ -32,6 +38,12 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum SigningKeyCommand {
+    /// Write a new key to FILE (which must not exist) and print its kid.
+    Generate { file: std::path::PathBuf },
 }
 
 #[tokio::main]
@@ -68,6 +80,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for migration in applied {
                 println!("applied {migration}");
             }
+            Ok(())
+        }
+        Command::SigningKey {
+            command: SigningKeyCommand::Generate { file },
+        } => {
+            let key = reliquary::signing::generate_key_file(&file)?;
+            let kid = reliquary_client::jws::kid_for(&key.verifying_key());
+            println!("wrote {} (kid {kid})", file.display());
             Ok(())
         }
         Command::Keys { client, command } => reliquary::cli::keys::run(&client, command).await,

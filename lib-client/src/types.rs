@@ -103,6 +103,17 @@ pub struct Slot {
     pub uploaded_at: Timestamp,
     /// JWS compact serialization over the slot's signing payload (see `signing`).
     pub signature: String,
+    /// A provenance bundle (e.g. sigstore) uploaded with the slot, stored as given and not
+    /// verified by the registry; served at `/artefacts/{id}/tarballs/{arch}/attestation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<BlobRef>,
+}
+
+/// A stored blob by digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub sha256: String,
+    pub size: u64,
 }
 
 /// Where a mirrored artefact came from; `null` for local artefacts.

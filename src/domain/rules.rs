@@ -170,6 +170,7 @@ mod tests {
             version: version.into(),
             uploaded_at: Timestamp::from_millis(0),
             signature: String::new(),
+            attestation: None,
         };
         apply_upload(None, &i, slot, Timestamp::from_millis(0))
     }
@@ -273,6 +274,7 @@ mod tests {
             version: "1.1.0".into(),
             uploaded_at: Timestamp::from_millis(5),
             signature: String::new(),
+            attestation: None,
         };
         let after = apply_upload(Some(doc.clone()), &i, slot, Timestamp::from_millis(5));
         assert_eq!(after.created_at, doc.created_at);

@@ -45,12 +45,13 @@ pub async fn upload(
     if let Some(category) = &query.category {
         validate_category(category)?;
     }
-    let upload = UploadRequest {
+    let mut upload = UploadRequest {
         id,
         architecture: architecture(query.architecture)?,
         kind,
         category: query.category,
         force: query.force,
+        attestation: None,
     };
     if let Some(length) = content_length(request.headers()) {
         if length > registry.max_upload_bytes {
@@ -75,8 +76,10 @@ pub async fn upload(
                         "The multipart body has no `tarball` field.",
                     )
                 })?;
-            if field.name() == Some("tarball") {
-                break registry.upload(&caller, upload, field).await?;
+            match field.name() {
+                Some("tarball") => break registry.upload(&caller, upload, field).await?,
+                Some("attestation") => upload.attestation = Some(read_attestation(field).await?),
+                _ => {}
             }
         }
     } else {
@@ -259,6 +262,39 @@ pub async fn delete_slot(
 ) -> Result<Json<reliquary_client::types::Artefact>> {
     let arch = architecture(Some(arch))?;
     Ok(Json(registry.delete_slot(&caller, &id, &arch).await?))
+}
+
+/// The largest provenance bundle kept with a slot.
+const MAX_ATTESTATION_BYTES: usize = 64 * 1024;
+
+/// Reads the multipart `attestation` field, which must come before `tarball`.
+async fn read_attestation(mut field: axum::extract::multipart::Field<'_>) -> Result<bytes::Bytes> {
+    let mut bundle = bytes::BytesMut::new();
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| Error::bad_request("invalid_multipart", e.body_text()))?
+    {
+        if bundle.len() + chunk.len() > MAX_ATTESTATION_BYTES {
+            return Err(Error::too_large(format!(
+                "The attestation is larger than {MAX_ATTESTATION_BYTES} bytes."
+            )));
+        }
+        bundle.extend_from_slice(&chunk);
+    }
+    Ok(bundle.freeze())
+}
+
+/// `GET /artefacts/{id}/tarballs/{arch}/attestation`: the bundle as uploaded, unverified.
+pub async fn attestation(
+    State(registry): State<AppState>,
+    caller: Caller,
+    ArtefactId(id): ArtefactId,
+    axum::extract::Path((_, arch)): axum::extract::Path<(String, String)>,
+) -> Result<Response> {
+    let arch = architecture(Some(arch))?;
+    let bundle = registry.attestation(&caller, &id, &arch).await?;
+    Ok(([(CONTENT_TYPE, "application/json")], bundle).into_response())
 }
 
 /// Categories are short labels: the same alphabet as ids, without `@` and `/`.

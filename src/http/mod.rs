@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/artefacts/{id}/tarball", get(artefacts::tarball))
         .route("/artefacts/{id}/tarballs/{arch}", delete(artefacts::delete_slot))
+        .route("/artefacts/{id}/tarballs/{arch}/attestation", get(artefacts::attestation))
         .route("/keys", get(keys::list).post(keys::create))
         .route("/keys/{key_id}", delete(keys::revoke))
         .route("/audit", get(keys::audit))

@@ -52,6 +52,27 @@ impl Registry {
         Ok((doc, resolved, slot))
     }
 
+    /// The provenance bundle stored with one slot (exact architecture, no fallback).
+    pub async fn attestation(
+        &self,
+        caller: &Caller,
+        id: &str,
+        architecture: &str,
+    ) -> Result<Bytes> {
+        let doc = self.artefact(caller, id).await?;
+        let reference = doc
+            .tarballs
+            .get(architecture)
+            .and_then(|slot| slot.attestation.as_ref())
+            .ok_or_else(|| {
+                Error::not_found(
+                    "attestation_not_found",
+                    format!("Slot `{architecture}` of `{id}` has no attestation."),
+                )
+            })?;
+        Ok(self.blobs.read_attestation(&reference.sha256).await?)
+    }
+
     pub async fn open_blob(
         &self,
         sha256: &str,
@@ -165,6 +186,7 @@ impl Registry {
     ) -> Result<Uploaded> {
         let intent = self.intent(request, &received.sha256, received.size, &received.manifest);
         let mut promoted = false;
+        let mut attestation = None;
         for _ in 0..CAS_ATTEMPTS {
             let existing = self.store.get(&request.id, &Visibility::all()).await?;
             let category = existing
@@ -182,6 +204,10 @@ impl Registry {
                 self.blobs
                     .promote(received.upload, &received.sha256)
                     .await?;
+                attestation = match &request.attestation {
+                    Some(bundle) => Some(self.blobs.put_attestation(bundle.clone()).await?),
+                    None => None,
+                };
                 promoted = true;
             }
             let now = Timestamp::now();
@@ -202,6 +228,7 @@ impl Registry {
                 version,
                 uploaded_at: now,
                 signature,
+                attestation: attestation.clone(),
             };
             let expected = existing.as_ref().map(|doc| doc.revision);
             let created = existing.is_none();

@@ -45,6 +45,8 @@ pub struct UploadRequest {
     pub kind: Kind,
     pub category: Option<String>,
     pub force: bool,
+    /// A provenance bundle to keep with the slot, as given.
+    pub attestation: Option<bytes::Bytes>,
 }
 
 /// The outcome of an upload: the document and whether this upload created it.

@@ -4,6 +4,8 @@
 mod binary;
 mod common;
 mod download;
+mod integrity;
+mod interop;
 mod keys;
 mod listing;
 mod store_lifecycle;
