@@ -85,7 +85,8 @@ fn every_rejection_rule() {
     with_extra["extra"] = serde_json::json!(1);
     let extra = canonicalize(&with_extra);
 
-    let cases: Vec<(&str, String, fn(&JwsError) -> bool)> = vec![
+    type Case = (&'static str, String, fn(&JwsError) -> bool);
+    let cases: Vec<Case> = vec![
         (
             "two segments",
             format!("{}.{}", segments[0], segments[1]),
