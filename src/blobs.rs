@@ -7,13 +7,16 @@
 use std::ops::Range;
 use std::path::Path as FsPath;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore, WriteMultipart};
+use object_store::prefix::PrefixStore;
+use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, RetryConfig, WriteMultipart};
 use reliquary_client::types::BlobRef;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -65,6 +68,47 @@ impl Blobs {
         std::fs::create_dir_all(root)?;
         let store = LocalFileSystem::new_with_prefix(root).map_err(std::io::Error::other)?;
         Ok(Self::new(Arc::new(store)))
+    }
+
+    /// Blobs in an S3 bucket under a root dir: `s3://bucket/root-dir`. Credentials and region
+    /// come from the standard `AWS_*` variables; `endpoint` points at an S3-compatible server
+    /// (plain HTTP allowed, for loopback test servers).
+    pub fn s3(url: &str, endpoint: Option<&str>) -> anyhow::Result<Self> {
+        let rest = url.strip_prefix("s3://").unwrap_or(url);
+        let (bucket, root) = rest.split_once('/').unwrap_or((rest, ""));
+        anyhow::ensure!(!bucket.is_empty(), "`{url}` names no bucket");
+        // Fail within seconds when the bucket is unreachable: requests answer 503 instead of
+        // hanging through minutes of retries.
+        let retry = RetryConfig {
+            max_retries: 2,
+            retry_timeout: Duration::from_secs(10),
+            backoff: Default::default(),
+        };
+        let client = ClientOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(120));
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_retry(retry)
+            .with_client_options(client);
+        if let Some(endpoint) = endpoint {
+            builder = builder
+                .with_allow_http(endpoint.starts_with("http://"))
+                .with_virtual_hosted_style_request(false)
+                .with_endpoint(endpoint);
+        }
+        if std::env::var_os("AWS_REGION").is_none()
+            && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+        {
+            builder = builder.with_region("us-east-1");
+        }
+        let store: Arc<dyn ObjectStore> = Arc::new(builder.build()?);
+        let root = root.trim_matches('/');
+        Ok(Self::new(if root.is_empty() {
+            store
+        } else {
+            Arc::new(PrefixStore::new(store, root))
+        }))
     }
 
     /// Starts streaming an upload into a fresh temporary key.
@@ -141,6 +185,16 @@ impl Blobs {
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(other) => Err(other),
         }
+    }
+
+    /// The keys under a prefix (`sha256`, `uploads`, `attestations`), as `prefix/name` strings.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, object_store::Error> {
+        let listing = self.store.list(Some(&Path::from(prefix)));
+        let metas: Vec<_> = listing.try_collect().await?;
+        Ok(metas
+            .into_iter()
+            .map(|meta| meta.location.to_string())
+            .collect())
     }
 
     /// Fails when the store is unreachable (`/readyz`).

@@ -37,6 +37,9 @@ pub struct StoreArgs {
     /// Blob store: `file:///path` (default `<data-dir>/blobs`) or `s3://bucket/root-dir`.
     #[arg(long, env = "RELIQUARY_STORAGE")]
     pub storage: Option<String>,
+    /// An S3-compatible endpoint (e.g. `http://127.0.0.1:9000`) for `s3://` storage.
+    #[arg(long, env = "RELIQUARY_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
 }
 
 #[derive(Args, Clone, Debug, Default)]
@@ -80,6 +83,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     database: Option<String>,
     storage: Option<String>,
+    s3_endpoint: Option<String>,
     registry_name: Option<String>,
     #[serde(default)]
     signing_key: Vec<PathBuf>,
@@ -100,6 +104,7 @@ pub struct Config {
     pub database: Option<String>,
     /// `None`: local files under `<data-dir>/blobs`.
     pub storage: Option<String>,
+    pub s3_endpoint: Option<String>,
     pub registry_name: String,
     pub signing_keys: Vec<PathBuf>,
     pub admin_token: Option<String>,
@@ -117,6 +122,7 @@ impl Config {
             data_dir: data_dir.into(),
             database: None,
             storage: None,
+            s3_endpoint: None,
             registry_name: "reliquary".into(),
             signing_keys: Vec::new(),
             admin_token: None,
@@ -160,6 +166,7 @@ impl Config {
             .clone()
             .or(file.storage)
             .filter(|s| !s.is_empty());
+        config.s3_endpoint = args.store.s3_endpoint.clone().or(file.s3_endpoint);
         config.registry_name = args
             .registry_name
             .clone()

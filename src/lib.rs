@@ -30,6 +30,7 @@ use crate::config::Config;
 use crate::registry::Registry;
 use crate::secrets::{generate_token, token_display_prefix, token_hash, write_private_file};
 use crate::signing::Signer;
+use crate::store::mongo::MongoStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{KeyRecord, MetadataStore};
 
@@ -46,8 +47,13 @@ pub async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn MetadataStor
             let applied = store.migrate().await?;
             Ok((Arc::new(store), applied))
         }
+        Some(url) if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") => {
+            let store = MongoStore::connect(url).await?;
+            let applied = store.migrate().await.context("migrating the MongoDB store")?;
+            Ok((Arc::new(store), applied))
+        }
         Some(url) => anyhow::bail!(
-            "unsupported --database `{url}`: leave it empty for the embedded SQLite store"
+            "unsupported --database `{url}`: leave it empty for the embedded SQLite store, or use mongodb://host/dbname"
         ),
     }
 }
@@ -59,7 +65,10 @@ pub fn open_blobs(config: &Config) -> anyhow::Result<Blobs> {
         Some(url) if url.starts_with("file://") => {
             Ok(Blobs::local(Path::new(&url["file://".len()..]))?)
         }
-        Some(url) => anyhow::bail!("unsupported --storage `{url}`: use file:///path"),
+        Some(url) if url.starts_with("s3://") => Ok(Blobs::s3(url, config.s3_endpoint.as_deref())?),
+        Some(url) => {
+            anyhow::bail!("unsupported --storage `{url}`: use file:///path or s3://bucket/root-dir")
+        }
     }
 }
 

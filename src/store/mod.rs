@@ -3,6 +3,7 @@
 //! Backends own their schema and migrations. Every read of artefacts takes a [`Visibility`], so
 //! the federation filter is part of the query itself and no caller can forget it.
 
+pub mod mongo;
 pub mod sqlite;
 
 use async_trait::async_trait;

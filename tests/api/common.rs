@@ -15,6 +15,7 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-that-is-long-enough-0123456789";
 
 pub struct TestServer {
     pub url: String,
+    pub registry: std::sync::Arc<reliquary::registry::Registry>,
     pub config: Config,
     pub client: Client,
     shutdown: Option<oneshot::Sender<()>>,
@@ -32,6 +33,7 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::new(dir.path());
         config.admin_token = Some(ADMIN_TOKEN.into());
+        apply_test_backend(&mut config);
         adjust(&mut config);
         let mut server = Self::launch(config).await;
         server._dir = Some(dir);
@@ -46,11 +48,12 @@ impl TestServer {
         let registry = reliquary::open_registry(&config)
             .await
             .expect("open registry");
-        let task = tokio::spawn(reliquary::serve(registry, listener, async move {
+        let task = tokio::spawn(reliquary::serve(registry.clone(), listener, async move {
             let _ = rx.await;
         }));
         Self {
             url,
+            registry,
             config,
             client: Client::new(),
             shutdown: Some(tx),
@@ -68,6 +71,15 @@ impl TestServer {
             task.await.expect("server task").expect("server result");
         }
         (self.config.clone(), self._dir.take())
+    }
+
+    /// Blob keys under `prefix` in whichever blob store the server uses.
+    pub async fn blob_keys(&self, prefix: &str) -> Vec<String> {
+        self.registry
+            .blobs
+            .list(prefix)
+            .await
+            .expect("listing blobs")
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -237,4 +249,41 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// A setting that scripts/test provides; the suite never skips silently without it.
+pub fn require_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the suite through scripts/test, which starts the services it needs")
+    })
+}
+
+/// A fresh MongoDB database URL on the test server.
+pub fn mongo_url() -> String {
+    let base = require_env("RELIQUARY_TEST_MONGODB");
+    format!(
+        "{base}/t_{}?retryWrites=false",
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// A fresh root dir in the test bucket on the S3 test server.
+pub fn s3_url() -> String {
+    require_env("RELIQUARY_S3_ENDPOINT");
+    let bucket = require_env("RELIQUARY_TEST_S3_BUCKET");
+    format!("s3://{bucket}/t_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// `RELIQUARY_TEST_BACKEND=mongo-s3` runs the HTTP suite on MongoDB + S3 instead of the
+/// embedded default.
+pub fn apply_test_backend(config: &mut Config) {
+    match std::env::var("RELIQUARY_TEST_BACKEND").as_deref() {
+        Ok("mongo-s3") => {
+            config.database = Some(mongo_url());
+            config.storage = Some(s3_url());
+            config.s3_endpoint = Some(require_env("RELIQUARY_S3_ENDPOINT"));
+        }
+        Ok("embedded") | Err(_) => {}
+        Ok(other) => panic!("unknown RELIQUARY_TEST_BACKEND `{other}`"),
+    }
 }

@@ -360,7 +360,7 @@ async fn publish_scopes_are_enforced_and_named_in_the_denial() {
     .await
     .unwrap();
     expect_error(force, 403, "forbidden").await;
-    assert!(files_under(&server.data_dir().join("blobs/uploads")).is_empty());
+    assert!(server.blob_keys("uploads").await.is_empty());
 }
 
 #[tokio::test]

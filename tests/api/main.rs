@@ -3,10 +3,12 @@
 
 mod binary;
 mod common;
+mod conformance;
 mod download;
 mod integrity;
 mod interop;
 mod keys;
 mod listing;
+mod outage;
 mod store_lifecycle;
 mod upload;

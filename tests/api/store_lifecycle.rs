@@ -130,9 +130,9 @@ async fn identical_tarballs_are_stored_once() {
     server
         .upload_ok("acme@main", "kind=branch", tarball.clone(), 201)
         .await;
-    let blobs = files_under(&server.data_dir().join("blobs/sha256"));
+    let blobs = server.blob_keys("sha256").await;
     assert_eq!(blobs.len(), 1, "{blobs:?}");
-    assert!(blobs[0].ends_with(sha256_hex(&tarball)));
+    assert!(blobs[0].ends_with(&sha256_hex(&tarball)));
 }
 
 #[tokio::test]

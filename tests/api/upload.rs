@@ -278,7 +278,7 @@ async fn invalid_tarballs_are_422_with_every_problem_listed_and_change_nothing()
 
     let missing = server.admin_get("/artefacts/acme@1").send().await.unwrap();
     expect_error(missing, 404, "artefact_not_found").await;
-    let uploads = files_under(&server.data_dir().join("blobs/uploads"));
+    let uploads = server.blob_keys("uploads").await;
     assert!(
         uploads.is_empty(),
         "rejected uploads must leave no temporary blobs: {uploads:?}"
@@ -471,7 +471,7 @@ async fn uploads_over_the_maximum_are_413_before_and_while_streaming() {
         .await
         .unwrap();
     expect_error(response, 413, "payload_too_large").await;
-    assert!(files_under(&server.data_dir().join("blobs/uploads")).is_empty());
+    assert!(server.blob_keys("uploads").await.is_empty());
 }
 
 pub fn rand_bytes(n: usize) -> Vec<u8> {
