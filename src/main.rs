@@ -25,6 +25,26 @@ enum Command {
     Serve(ServeArgs),
     /// Apply pending schema migrations and print what was applied.
     Migrate(StoreArgs),
+    /// Check a tarball offline with the registry's rules (exit 0 valid, 1 not).
+    Validate {
+        tarball: std::path::PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upload one slot from CI.
+    Publish {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: reliquary::cli::artefacts::PublishArgs,
+    },
+    /// Make an artefact present in the local cache and print its path.
+    Ensure {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: reliquary::cli::artefacts::EnsureArgs,
+    },
     /// Generate a registry signing key (PKCS#8 PEM, mode 0600) for `--signing-key`; see
     /// docs/security.md for rotation.
     SigningKey {
@@ -90,6 +110,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {} (kid {kid})", file.display());
             Ok(())
         }
+        Command::Validate { tarball, json } => reliquary::cli::artefacts::validate(&tarball, json),
+        Command::Publish { client, args } => {
+            reliquary::cli::artefacts::publish(&client, args).await
+        }
+        Command::Ensure { client, args } => reliquary::cli::artefacts::ensure(&client, args).await,
         Command::Keys { client, command } => reliquary::cli::keys::run(&client, command).await,
     }
 }

@@ -1,21 +1,44 @@
 //! The HTTP client for the Reliquary API.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
-use crate::types::{ApiKey, Artefact, CreatedKey, ErrorBody, Items, NewKey, WellKnown};
+use crate::jws::TrustedKeys;
+use crate::types::{ApiKey, Artefact, CreatedKey, ErrorBody, Items, Kind, NewKey, WellKnown};
 
 /// What can go wrong talking to a registry; match on it to react.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The registry answered with an error document.
+    /// No such artefact or slot (or it is hidden from this token).
+    #[error("not found: {message}")]
+    NotFound { message: String },
+    /// The token is missing, unknown, expired or revoked, or may not do this.
+    #[error("not allowed: {message}")]
+    Unauthorized { status: StatusCode, message: String },
+    /// The registry answered with another error document.
     #[error("{} ({}): {}", .body.message, .status.as_u16(), .body.code)]
     Api { status: StatusCode, body: ErrorBody },
     /// The registry could not be reached or the transfer broke.
     #[error("cannot reach the registry: {0}")]
     Unreachable(#[source] reqwest::Error),
+    /// The registry is unreachable and no verified copy is cached.
+    #[error("the registry is unreachable and nothing is cached: {0}")]
+    Offline(#[source] reqwest::Error),
+    /// The bytes or the signature do not match what the registry announced.
+    #[error("integrity check failed: {0}")]
+    Integrity(String),
+    /// The tarball breaks an extraction rule.
+    #[error("refused to extract: {0}")]
+    Extract(#[from] crate::extract::ExtractError),
+    /// The local cache could not be written.
+    #[error("cache: {0}")]
+    Cache(#[source] std::io::Error),
+    /// `ensure_artefact` needs `ClientBuilder::cache_dir`.
+    #[error("no cache directory configured")]
+    NoCacheDir,
     /// The registry answered something that is not the API's JSON.
     #[error("unexpected answer from the registry: {0}")]
     Protocol(String),
@@ -24,7 +47,8 @@ pub enum Error {
 impl Error {
     pub fn status(&self) -> Option<StatusCode> {
         match self {
-            Error::Api { status, .. } => Some(*status),
+            Error::Api { status, .. } | Error::Unauthorized { status, .. } => Some(*status),
+            Error::NotFound { .. } => Some(StatusCode::NOT_FOUND),
             _ => None,
         }
     }
@@ -44,6 +68,8 @@ pub struct ClientBuilder {
     url: String,
     token: Option<String>,
     timeout: Duration,
+    cache_dir: Option<PathBuf>,
+    trusted: Option<TrustedKeys>,
 }
 
 impl ClientBuilder {
@@ -54,6 +80,18 @@ impl ClientBuilder {
 
     pub fn maybe_token(mut self, token: Option<String>) -> Self {
         self.token = token;
+        self
+    }
+
+    /// Where `ensure_artefact` keeps extracted artefacts.
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Verify every slot signature against these keys before anything is extracted.
+    pub fn trusted_keys(mut self, keys: TrustedKeys) -> Self {
+        self.trusted = Some(keys);
         self
     }
 
@@ -74,6 +112,8 @@ impl ClientBuilder {
             token: self.token,
             http,
             timeout: self.timeout,
+            cache_dir: self.cache_dir,
+            trusted: self.trusted,
         })
     }
 }
@@ -84,7 +124,9 @@ pub struct Client {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
-    timeout: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) cache_dir: Option<PathBuf>,
+    pub(crate) trusted: Option<TrustedKeys>,
 }
 
 /// An id as one percent-encoded path segment.
@@ -98,6 +140,8 @@ impl Client {
             url: url.into(),
             token: None,
             timeout: Duration::from_secs(30),
+            cache_dir: None,
+            trusted: None,
         }
     }
 
@@ -148,9 +192,73 @@ impl Client {
         Ok(items.items)
     }
 
+    /// Uploads `tarball` as slot `architecture` of artefact `id`, streaming it from disk;
+    /// `progress` sees bytes sent and the total. Returns the document and whether it was created.
+    pub async fn publish(
+        &self,
+        id: &str,
+        tarball: &Path,
+        options: &PublishOptions,
+        progress: Option<std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>>,
+    ) -> Result<(Artefact, bool)> {
+        use futures::StreamExt;
+        let file = tokio::fs::File::open(tarball).await.map_err(Error::Cache)?;
+        let total = file.metadata().await.map_err(Error::Cache)?.len();
+        let mut sent = 0u64;
+        let stream =
+            tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map(move |chunk| {
+                if let (Ok(bytes), Some(progress)) = (&chunk, &progress) {
+                    sent += bytes.len() as u64;
+                    progress(sent, total);
+                }
+                chunk
+            });
+        let mut query = vec![
+            ("architecture", options.architecture.clone()),
+            ("kind", options.kind.as_str().to_owned()),
+        ];
+        if let Some(category) = &options.category {
+            query.push(("category", category.clone()));
+        }
+        let response = self
+            .request(Method::POST, &format!("/artefacts/npm/{}", encode_id(id)))
+            .query(&query)
+            .header("content-type", "application/gzip")
+            .header("content-length", total)
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .map_err(Error::Unreachable)?;
+        let response = check(response).await?;
+        let created = response.status() == StatusCode::CREATED;
+        let doc = response
+            .json()
+            .await
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        Ok((doc, created))
+    }
+
     pub async fn revoke_key(&self, id: &str) -> Result<ApiKey> {
         self.json(self.request(Method::DELETE, &format!("/keys/{id}")))
             .await
+    }
+}
+
+/// The slot, kind and category of a publish.
+#[derive(Clone, Debug)]
+pub struct PublishOptions {
+    pub architecture: String,
+    pub kind: Kind,
+    pub category: Option<String>,
+}
+
+impl Default for PublishOptions {
+    fn default() -> Self {
+        Self {
+            architecture: crate::types::NOARCH.into(),
+            kind: Kind::Release,
+            category: None,
+        }
     }
 }
 
@@ -170,5 +278,14 @@ pub async fn check(response: Response) -> Result<Response> {
         },
         errors: None,
     });
-    Err(Error::Api { status, body })
+    Err(match status {
+        StatusCode::NOT_FOUND => Error::NotFound {
+            message: body.message,
+        },
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::Unauthorized {
+            status,
+            message: body.message,
+        },
+        _ => Error::Api { status, body },
+    })
 }

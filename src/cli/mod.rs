@@ -1,5 +1,6 @@
 //! The client subcommands of `reliquary`: the admin API from a shell, with `--json` output.
 
+pub mod artefacts;
 pub mod keys;
 
 use clap::Args;

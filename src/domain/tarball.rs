@@ -11,6 +11,7 @@ use std::io::{self, Read};
 use std::rc::Rc;
 
 use flate2::read::GzDecoder;
+use reliquary_client::archive::{check_entry_path, check_symlink, normalise_for_duplicates};
 use reliquary_client::json::parse_strict;
 use reliquary_client::types::FieldError;
 use semver::Version;
@@ -300,73 +301,6 @@ fn is_manifest_path(path: &str) -> bool {
         path.trim_start_matches("./"),
         "package/package.json" | "package.json"
     )
-}
-
-/// Refuses anything that could land outside an extraction root on any platform.
-pub fn check_entry_path(path: &str) -> Result<(), String> {
-    if path.is_empty() {
-        return Err("empty entry name".into());
-    }
-    if path.contains('\\') {
-        return Err("backslashes are not allowed in entry names".into());
-    }
-    if path.starts_with('/') {
-        return Err("absolute paths are not allowed".into());
-    }
-    let bytes = path.as_bytes();
-    if bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' {
-        return Err("Windows drive paths are not allowed".into());
-    }
-    if path.split('/').any(|c| c == "..") {
-        return Err("`..` is not allowed in entry names".into());
-    }
-    if path.chars().any(|c| c.is_control()) {
-        return Err("control characters are not allowed in entry names".into());
-    }
-    Ok(())
-}
-
-/// A symlink must be relative and resolve, from its own directory, inside the top-level
-/// directory it lives in (e.g. `package/node_modules/.bin/x -> ../x/cli.js`).
-pub fn check_symlink(path: &str, target: &str) -> Result<(), String> {
-    if target.is_empty() {
-        return Err("symlink with an empty target".into());
-    }
-    if target.starts_with('/') || target.contains('\\') || target.as_bytes().get(1) == Some(&b':') {
-        return Err(format!(
-            "symlink to `{}` is not relative",
-            truncate(target, 200)
-        ));
-    }
-    let mut resolved: Vec<&str> = path
-        .split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .collect();
-    resolved.pop();
-    let floor = usize::from(!resolved.is_empty());
-    for component in target.split('/') {
-        match component {
-            "" | "." => {}
-            ".." => {
-                if resolved.len() <= floor {
-                    return Err(format!(
-                        "symlink to `{}` escapes the package",
-                        truncate(target, 200)
-                    ));
-                }
-                resolved.pop();
-            }
-            other => resolved.push(other),
-        }
-    }
-    Ok(())
-}
-
-/// Two names that would collide on a case-insensitive file system are duplicates.
-fn normalise_for_duplicates(path: &str) -> String {
-    path.trim_start_matches("./")
-        .trim_end_matches('/')
-        .to_lowercase()
 }
 
 fn truncate(text: &str, max: usize) -> &str {

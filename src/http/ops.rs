@@ -29,3 +29,15 @@ pub async fn well_known(State(registry): State<AppState>) -> Json<WellKnown> {
 pub async fn root() -> Response {
     Redirect::temporary("/ui/").into_response()
 }
+
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn metrics(State(registry): State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        registry.metrics.render(),
+    )
+        .into_response()
+}

@@ -121,6 +121,9 @@ impl Registry {
                 _ => return result,
             },
         };
+        if let Err(error) = &result {
+            self.metrics.upload_rejected(error.code);
+        }
         self.record(caller, action, outcome, target, detail).await;
         result
     }

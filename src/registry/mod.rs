@@ -34,6 +34,7 @@ pub struct Registry {
     pub max_upload_bytes: u64,
     pub tarball_limits: Limits,
     pub audit_retention_days: u32,
+    pub metrics: crate::metrics::Metrics,
     bootstrap_token_hash: Option<String>,
 }
 
@@ -77,6 +78,7 @@ impl Registry {
             max_upload_bytes: config.max_upload_bytes,
             tarball_limits: config.tarball_limits.clone(),
             audit_retention_days: config.audit_retention_days,
+            metrics: Default::default(),
             bootstrap_token_hash: config
                 .admin_token
                 .as_deref()

@@ -1,15 +1,15 @@
 //! The test harness: a real registry on an ephemeral port, its admin token, and tarball makers.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use flate2::write::GzEncoder;
 use reliquary::config::Config;
 use reqwest::{Client, RequestBuilder, Response};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+pub use reliquary_test_support::*;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-that-is-long-enough-0123456789";
 
@@ -145,94 +145,6 @@ pub async fn expect_error(response: Response, status: u16, code: &str) -> Value 
         "{body}"
     );
     body
-}
-
-/// An entry of a hand-made tarball.
-pub enum Entry<'a> {
-    File(&'a str, &'a [u8]),
-    Dir(&'a str),
-    Symlink(&'a str, &'a str),
-    HardLink(&'a str, &'a str),
-    Fifo(&'a str),
-}
-
-/// Builds a gzip tar from entries, writing names raw so hostile ones survive.
-pub fn tarball(entries: &[Entry<'_>]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(GzEncoder::new(Vec::new(), flate2::Compression::fast()));
-    for entry in entries {
-        let mut header = tar::Header::new_gnu();
-        let (name, kind, data, link): (&str, tar::EntryType, &[u8], Option<&str>) = match entry {
-            Entry::File(name, data) => (name, tar::EntryType::Regular, data, None),
-            Entry::Dir(name) => (name, tar::EntryType::Directory, b"", None),
-            Entry::Symlink(name, target) => (name, tar::EntryType::Symlink, b"", Some(target)),
-            Entry::HardLink(name, target) => (name, tar::EntryType::Link, b"", Some(target)),
-            Entry::Fifo(name) => (name, tar::EntryType::Fifo, b"", None),
-        };
-        set_raw_name(&mut header, name.as_bytes());
-        if let Some(link) = link {
-            set_raw_link(&mut header, link.as_bytes());
-        }
-        header.set_entry_type(kind);
-        header.set_size(data.len() as u64);
-        header.set_mode(if kind == tar::EntryType::Directory {
-            0o755
-        } else {
-            0o644
-        });
-        header.set_mtime(1_700_000_000);
-        header.set_cksum();
-        builder.append(&header, data).expect("append");
-    }
-    builder
-        .into_inner()
-        .expect("finish tar")
-        .finish()
-        .expect("finish gzip")
-}
-
-fn set_raw_name(header: &mut tar::Header, name: &[u8]) {
-    let field = &mut header.as_old_mut().name;
-    assert!(
-        name.len() < field.len(),
-        "test names must fit the ustar name field"
-    );
-    field[..name.len()].copy_from_slice(name);
-}
-
-fn set_raw_link(header: &mut tar::Header, link: &[u8]) {
-    let field = &mut header.as_old_mut().linkname;
-    field[..link.len()].copy_from_slice(link);
-}
-
-/// A minimal `npm pack`-shaped tarball.
-pub fn npm_tarball(name: &str, version: &str) -> Vec<u8> {
-    npm_tarball_with(name, version, b"module.exports = 1;\n")
-}
-
-/// An `npm pack`-shaped tarball whose `index.js` holds `payload` (so bytes differ at will).
-pub fn npm_tarball_with(name: &str, version: &str, payload: &[u8]) -> Vec<u8> {
-    let manifest = serde_json::json!({
-        "name": name,
-        "version": version,
-        "license": "MIT",
-        "description": format!("{name} for tests"),
-    })
-    .to_string();
-    tarball(&[
-        Entry::File("package/package.json", manifest.as_bytes()),
-        Entry::File("package/index.js", payload),
-    ])
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
-
-pub fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
 }
 
 /// Every file under `dir`, recursively.

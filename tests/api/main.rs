@@ -2,6 +2,7 @@
 //! One test binary for the whole suite, so it is built and linked once.
 
 mod binary;
+mod client;
 mod common;
 mod conformance;
 mod download;

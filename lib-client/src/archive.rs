@@ -1,0 +1,131 @@
+//! The rules that keep a tarball's entries inside an extraction root. The registry applies them
+//! to every upload and the client again to every extraction, independently: neither trusts the
+//! other to have done it.
+
+/// Refuses anything that could land outside an extraction root on any platform.
+pub fn check_entry_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("empty entry name".into());
+    }
+    if path.contains('\\') {
+        return Err("backslashes are not allowed in entry names".into());
+    }
+    if path.starts_with('/') {
+        return Err("absolute paths are not allowed".into());
+    }
+    let bytes = path.as_bytes();
+    if bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' {
+        return Err("Windows drive paths are not allowed".into());
+    }
+    if path.split('/').any(|c| c == "..") {
+        return Err("`..` is not allowed in entry names".into());
+    }
+    if path.chars().any(|c| c.is_control()) {
+        return Err("control characters are not allowed in entry names".into());
+    }
+    Ok(())
+}
+
+/// A symlink must be relative and resolve, from its own directory, inside the top-level
+/// directory it lives in (e.g. `package/node_modules/.bin/x -> ../x/cli.js`).
+pub fn check_symlink(path: &str, target: &str) -> Result<(), String> {
+    if target.is_empty() {
+        return Err("symlink with an empty target".into());
+    }
+    if target.starts_with('/') || target.contains('\\') || target.as_bytes().get(1) == Some(&b':') {
+        return Err(format!("symlink to `{}` is not relative", short(target)));
+    }
+    let mut resolved: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    resolved.pop();
+    let floor = usize::from(!resolved.is_empty());
+    for component in target.split('/') {
+        match component {
+            "" | "." => {}
+            ".." => {
+                if resolved.len() <= floor {
+                    return Err(format!(
+                        "symlink to `{}` escapes the package",
+                        short(target)
+                    ));
+                }
+                resolved.pop();
+            }
+            other => resolved.push(other),
+        }
+    }
+    Ok(())
+}
+
+/// Two names that would collide on a case-insensitive file system are duplicates.
+pub fn normalise_for_duplicates(path: &str) -> String {
+    path.trim_start_matches("./")
+        .trim_end_matches('/')
+        .to_lowercase()
+}
+
+fn short(text: &str) -> &str {
+    match text.char_indices().nth(200) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_paths() {
+        for ok in [
+            "package/index.js",
+            "package/a/b/c.js",
+            "./package/x",
+            "package.json",
+            "package/..foo",
+            "package/a..b",
+        ] {
+            assert_eq!(check_entry_path(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "////etc/x",
+            "../x",
+            "package/../../x",
+            "C:\\x",
+            "C:../x",
+            "c:/x",
+            "package\\x",
+            "package/\u{0}x",
+            "package/a\nb",
+        ] {
+            assert!(check_entry_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn symlinks() {
+        assert!(check_symlink("package/node_modules/.bin/cli", "../x/cli.js").is_ok());
+        assert!(check_symlink("package/a", "b/c").is_ok());
+        assert!(
+            check_symlink("package/a/b", "../../package/c").is_err(),
+            "leaves its top-level directory"
+        );
+        assert!(check_symlink("package/a", "../etc/passwd").is_err());
+        assert!(check_symlink("package/a", "/etc/passwd").is_err());
+        assert!(check_symlink("package/a", "").is_err());
+        assert!(check_symlink("package/a", "C:/x").is_err());
+        assert!(check_symlink("a", "..").is_err());
+    }
+
+    #[test]
+    fn duplicates_fold_case() {
+        assert_eq!(
+            normalise_for_duplicates("./Package/A.js"),
+            normalise_for_duplicates("package/a.js")
+        );
+    }
+}

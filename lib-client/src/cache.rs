@@ -1,0 +1,350 @@
+//! `ensure_artefact`: a verified, per-architecture cache of extracted artefacts.
+//!
+//! Layout under the cache dir, per artefact (`@scope/name@1` becomes `@scope%2Fname@1`):
+//!
+//! ```text
+//! <id>/.lock          one writer at a time, across threads and processes
+//! <id>/doc.json       the last document seen and its ETag (for If-None-Match)
+//! <id>/<arch>/        the extracted package, package.json at its root
+//! <id>/<arch>.json    what that directory holds: version, sha256, dataUpdatedAt
+//! ```
+//!
+//! A directory only ever appears complete: downloads and extraction happen in temporary paths
+//! that are renamed into place, and the meta file is written after the directory.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::client::{check, encode_id, Client, Error, Result};
+use crate::extract::{extract, ExtractLimits};
+use crate::jws::Received;
+use crate::types::{Artefact, Timestamp};
+
+/// What `ensure_artefact` made present.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnsuredArtefact {
+    /// The extracted package (its `package.json` at the root).
+    pub path: PathBuf,
+    pub id: String,
+    /// The slot it came from: the requested architecture, or `noarch`.
+    pub architecture: String,
+    pub version: String,
+    pub sha256: String,
+    pub data_updated_at: Timestamp,
+    /// Whether this call downloaded it (`false`: the cache was current).
+    pub downloaded: bool,
+    /// The registry could not be reached; this is the last verified copy.
+    pub stale: bool,
+}
+
+/// Progress of a download: bytes so far and the total.
+pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Send + Sync);
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SlotMeta {
+    id: String,
+    architecture: String,
+    version: String,
+    sha256: String,
+    size: u64,
+    data_updated_at: Timestamp,
+    signature_verified: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DocCache {
+    etag: String,
+    doc: Artefact,
+}
+
+/// The registry's name for the architecture this program runs on (Node's `process.arch`).
+pub fn current_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "x64",
+        "x86" => "ia32",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "riscv64" => "riscv64",
+        "powerpc64" => "ppc64",
+        "s390x" => "s390x",
+        "loongarch64" => "loong64",
+        "mips64" => "mips64el",
+        other => other,
+    }
+}
+
+/// A cross-process lock on one artefact's cache entry, released on drop.
+struct EntryLock(fs::File);
+
+impl EntryLock {
+    async fn acquire(dir: &Path) -> Result<Self> {
+        let path = dir.join(".lock");
+        tokio::task::spawn_blocking(move || {
+            let file = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            file.lock()?;
+            Ok(EntryLock(file))
+        })
+        .await
+        .map_err(|e| Error::Cache(std::io::Error::other(e)))?
+        .map_err(Error::Cache)
+    }
+}
+
+impl Drop for EntryLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    serde_json::from_slice(&fs::read(path).ok()?).ok()
+}
+
+/// Writes a small file atomically: temp file, then rename.
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let temp = path.with_extension(format!("tmp-{}", std::process::id()));
+    fs::write(&temp, serde_json::to_vec_pretty(value).expect("plain data"))
+        .map_err(Error::Cache)?;
+    fs::rename(&temp, path).map_err(Error::Cache)
+}
+
+impl Client {
+    fn cache_entry(&self, id: &str) -> Result<PathBuf> {
+        let root = self.cache_dir.as_ref().ok_or(Error::NoCacheDir)?;
+        Ok(root.join(encode_id(id)))
+    }
+
+    /// Makes artefact `id` present in the cache for `architecture` (falling back to `noarch`)
+    /// and returns where. One conditional request when nothing changed; a download, verified
+    /// and extracted, when `dataUpdatedAt` or the slot's sha256 changed.
+    pub async fn ensure_artefact(&self, id: &str, architecture: &str) -> Result<EnsuredArtefact> {
+        self.ensure_artefact_with_progress(id, architecture, &|_, _| {})
+            .await
+    }
+
+    pub async fn ensure_artefact_with_progress(
+        &self,
+        id: &str,
+        architecture: &str,
+        progress: Progress<'_>,
+    ) -> Result<EnsuredArtefact> {
+        let entry = self.cache_entry(id)?;
+        fs::create_dir_all(&entry).map_err(Error::Cache)?;
+        let _lock = EntryLock::acquire(&entry).await?;
+
+        let doc = match self.fetch_doc(id, &entry).await {
+            Ok(doc) => doc,
+            Err(Error::Unreachable(source)) => {
+                return offline_copy(&entry, id, architecture, source)
+            }
+            Err(other) => return Err(other),
+        };
+        let (resolved, slot) = doc
+            .resolve_slot(architecture)
+            .ok_or_else(|| Error::NotFound {
+                message: format!("`{id}` has no `{architecture}` slot and no `noarch` fallback"),
+            })?;
+        let (resolved, slot) = (resolved.to_owned(), slot.clone());
+        let meta_path = entry.join(format!("{resolved}.json"));
+        let dir = entry.join(&resolved);
+        if let Some(meta) = read_json::<SlotMeta>(&meta_path) {
+            let current = meta.sha256 == slot.sha256 && meta.data_updated_at == doc.data_updated_at;
+            if current && dir.is_dir() && (meta.signature_verified || self.trusted.is_none()) {
+                return Ok(ensured(&dir, &meta, false, false));
+            }
+        }
+
+        let verified = self.trusted.is_some();
+        if let Some(trusted) = &self.trusted {
+            let payload = trusted
+                .verify(&slot.signature)
+                .map_err(|e| Error::Integrity(format!("slot signature: {e}")))?;
+            let claimed = Received {
+                id,
+                architecture: &resolved,
+                sha256: &slot.sha256,
+                size: slot.size,
+            };
+            payload
+                .check_matches(&claimed)
+                .map_err(|e| Error::Integrity(e.to_string()))?;
+        }
+        let nonce = uuid_like();
+        let archive = entry.join(format!(".download-{nonce}.tgz"));
+        let staging = entry.join(format!(".extract-{nonce}"));
+        let outcome = async {
+            self.download(id, &resolved, &slot.sha256, slot.size, &archive, progress)
+                .await?;
+            let (from, to) = (archive.clone(), staging.clone());
+            tokio::task::spawn_blocking(move || extract(&from, &to, &ExtractLimits::default()))
+                .await
+                .map_err(|e| Error::Cache(std::io::Error::other(e)))??;
+            replace_dir(&staging, &dir, &entry.join(format!(".old-{nonce}")))
+        }
+        .await;
+        let _ = fs::remove_file(&archive);
+        if outcome.is_err() {
+            let _ = fs::remove_dir_all(&staging);
+        }
+        outcome?;
+        let meta = SlotMeta {
+            id: id.to_owned(),
+            architecture: resolved,
+            version: slot.version.clone(),
+            sha256: slot.sha256.clone(),
+            size: slot.size,
+            data_updated_at: doc.data_updated_at,
+            signature_verified: verified,
+        };
+        write_json(&meta_path, &meta)?;
+        Ok(ensured(&dir, &meta, true, false))
+    }
+
+    /// The document, revalidated with the ETag of the cached copy.
+    async fn fetch_doc(&self, id: &str, entry: &Path) -> Result<Artefact> {
+        let cache_path = entry.join("doc.json");
+        let cached: Option<DocCache> = read_json(&cache_path);
+        let mut request = self.request(Method::GET, &format!("/artefacts/{}", encode_id(id)));
+        if let Some(cached) = &cached {
+            request = request.header("if-none-match", &cached.etag);
+        }
+        let response = request
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(Error::Unreachable)?;
+        let response = check(response).await?;
+        if response.status() == StatusCode::NOT_MODIFIED {
+            if let Some(cached) = cached {
+                return Ok(cached.doc);
+            }
+        }
+        let etag = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let doc: Artefact = response
+            .json()
+            .await
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        if let Some(etag) = etag {
+            write_json(
+                &cache_path,
+                &DocCache {
+                    etag,
+                    doc: doc.clone(),
+                },
+            )?;
+        }
+        Ok(doc)
+    }
+
+    /// Streams one slot to `path`, hashing as it goes, and checks size and sha256.
+    async fn download(
+        &self,
+        id: &str,
+        architecture: &str,
+        sha256: &str,
+        size: u64,
+        path: &Path,
+        progress: Progress<'_>,
+    ) -> Result<()> {
+        let response = self
+            .request(
+                Method::GET,
+                &format!(
+                    "/artefacts/{}/tarball?architecture={architecture}",
+                    encode_id(id)
+                ),
+            )
+            .send()
+            .await
+            .map_err(Error::Unreachable)?;
+        let response = check(response).await?;
+        let mut file = tokio::fs::File::create(path).await.map_err(Error::Cache)?;
+        let mut hasher = Sha256::new();
+        let mut received = 0u64;
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(Error::Unreachable)?;
+            received += chunk.len() as u64;
+            if received > size {
+                return Err(Error::Integrity(format!(
+                    "the registry sent more than the {size} bytes the document announces"
+                )));
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(Error::Cache)?;
+            progress(received, size);
+        }
+        file.flush().await.map_err(Error::Cache)?;
+        let actual = hex::encode(hasher.finalize());
+        if received != size || actual != sha256 {
+            return Err(Error::Integrity(format!(
+                "downloaded {received} bytes with sha256 {actual}; the document announces {size} bytes with sha256 {sha256}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The cached copy for `architecture` (or `noarch`) when the registry is unreachable.
+fn offline_copy(
+    entry: &Path,
+    id: &str,
+    architecture: &str,
+    source: reqwest::Error,
+) -> Result<EnsuredArtefact> {
+    for arch in [architecture, crate::types::NOARCH] {
+        let dir = entry.join(arch);
+        if let Some(meta) = read_json::<SlotMeta>(&entry.join(format!("{arch}.json"))) {
+            if dir.is_dir() && meta.id == id {
+                return Ok(ensured(&dir, &meta, false, true));
+            }
+        }
+    }
+    Err(Error::Offline(source))
+}
+
+fn ensured(dir: &Path, meta: &SlotMeta, downloaded: bool, stale: bool) -> EnsuredArtefact {
+    EnsuredArtefact {
+        path: dir.to_path_buf(),
+        id: meta.id.clone(),
+        architecture: meta.architecture.clone(),
+        version: meta.version.clone(),
+        sha256: meta.sha256.clone(),
+        data_updated_at: meta.data_updated_at,
+        downloaded,
+        stale,
+    }
+}
+
+/// Moves `staging` to `dir`, swapping out whatever was there, then removes the old copy.
+fn replace_dir(staging: &Path, dir: &Path, old: &Path) -> Result<()> {
+    if dir.exists() {
+        fs::rename(dir, old).map_err(Error::Cache)?;
+    }
+    fs::rename(staging, dir).map_err(Error::Cache)?;
+    let _ = fs::remove_dir_all(old);
+    Ok(())
+}
+
+fn uuid_like() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}

@@ -1,0 +1,147 @@
+//! Safe extraction, rule by rule: every hostile tarball fails and leaves nothing usable behind.
+
+use std::path::Path;
+
+use reliquary_client::extract::{extract, ExtractError, ExtractLimits};
+use reliquary_test_support::{gzip, npm_tarball, tarball, Entry};
+
+fn run(bytes: &[u8], limits: &ExtractLimits) -> (tempfile::TempDir, Result<(), ExtractError>) {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("a.tgz");
+    std::fs::write(&archive, bytes).unwrap();
+    let result = extract(&archive, &dir.path().join("out"), limits);
+    (dir, result)
+}
+
+const MANIFEST: Entry<'static> =
+    Entry::File("package/package.json", br#"{"name":"a","version":"1.0.0"}"#);
+
+#[test]
+fn npm_tarballs_extract_with_the_package_prefix_stripped() {
+    let (dir, result) = run(&npm_tarball("acme", "1.0.0"), &ExtractLimits::default());
+    result.unwrap();
+    let out = dir.path().join("out");
+    assert!(out.join("package.json").is_file());
+    assert!(out.join("index.js").is_file());
+    assert!(!out.join("package").exists());
+}
+
+#[test]
+fn relative_symlinks_inside_the_package_are_kept() {
+    let bytes = tarball(&[
+        MANIFEST,
+        Entry::File("package/bin/cli.js", b"x"),
+        Entry::Symlink("package/node_modules/.bin/cli", "../../bin/cli.js"),
+    ]);
+    let (dir, result) = run(&bytes, &ExtractLimits::default());
+    result.unwrap();
+    let link = dir.path().join("out/node_modules/.bin/cli");
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        Path::new("../../bin/cli.js")
+    );
+    assert_eq!(std::fs::read(link).unwrap(), b"x");
+}
+
+#[cfg(unix)]
+#[test]
+fn setuid_setgid_and_sticky_bits_are_dropped() {
+    use std::os::unix::fs::PermissionsExt;
+    let bytes = tarball(&[
+        MANIFEST,
+        Entry::FileWithMode("package/run.sh", b"#!/bin/sh\n", 0o6755),
+    ]);
+    let (dir, result) = run(&bytes, &ExtractLimits::default());
+    result.unwrap();
+    let mode = std::fs::metadata(dir.path().join("out/run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7000, 0, "mode {mode:o}");
+    assert_eq!(mode & 0o100, 0o100, "the owner's execute bit survives");
+}
+
+#[test]
+fn every_hostile_entry_is_refused() {
+    let big = vec![0u8; 4 << 20];
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "parent dir",
+            tarball(&[MANIFEST, Entry::File("package/../../evil", b"x")]),
+        ),
+        (
+            "absolute",
+            tarball(&[MANIFEST, Entry::File("/etc/evil", b"x")]),
+        ),
+        (
+            "many slashes",
+            tarball(&[MANIFEST, Entry::File("////etc/evil", b"x")]),
+        ),
+        (
+            "windows drive",
+            tarball(&[MANIFEST, Entry::File("C:\\evil", b"x")]),
+        ),
+        (
+            "windows relative drive",
+            tarball(&[MANIFEST, Entry::File("C:../evil", b"x")]),
+        ),
+        (
+            "backslashes",
+            tarball(&[MANIFEST, Entry::File("package\\..\\evil", b"x")]),
+        ),
+        (
+            "absolute symlink",
+            tarball(&[MANIFEST, Entry::Symlink("package/l", "/etc/passwd")]),
+        ),
+        (
+            "escaping symlink",
+            tarball(&[MANIFEST, Entry::Symlink("package/l", "../../etc/passwd")]),
+        ),
+        (
+            "hard link",
+            tarball(&[
+                MANIFEST,
+                Entry::HardLink("package/h", "package/package.json"),
+            ]),
+        ),
+        ("fifo", tarball(&[MANIFEST, Entry::Fifo("package/f")])),
+        (
+            "duplicate names",
+            tarball(&[
+                MANIFEST,
+                Entry::File("package/A.js", b"1"),
+                Entry::File("package/a.js", b"2"),
+            ]),
+        ),
+        (
+            "write through a symlink",
+            tarball(&[
+                MANIFEST,
+                Entry::Dir("package/d/"),
+                Entry::Symlink("package/s", "d"),
+                Entry::File("package/s/x", b"x"),
+            ]),
+        ),
+        ("not gzip", b"plain bytes".to_vec()),
+        ("gzip but not tar", gzip(&[1u8; 4096])),
+        (
+            "bomb",
+            tarball(&[MANIFEST, Entry::File("package/zeros", &big)]),
+        ),
+    ];
+    let limits = ExtractLimits {
+        max_unpacked_bytes: 1 << 20,
+        max_ratio: 20,
+        max_entries: 100,
+    };
+    for (name, bytes) in cases {
+        let (dir, result) = run(&bytes, &limits);
+        assert!(result.is_err(), "{name}: extracted");
+        let escaped = dir.path().parent().unwrap().join("evil");
+        assert!(!escaped.exists(), "{name}: wrote outside");
+    }
+    let many: Vec<String> = (0..150).map(|i| format!("package/f{i}")).collect();
+    let entries: Vec<Entry> = many.iter().map(|n| Entry::File(n, b"")).collect();
+    let (_dir, result) = run(&tarball(&entries), &limits);
+    assert!(matches!(result, Err(ExtractError::TooManyEntries(100))));
+}

@@ -1,0 +1,143 @@
+//! Prometheus metrics (`GET /metrics`): requests by route and status, latency, bytes served,
+//! upload rejections by reason. One registry per server, so several servers in one process
+//! (tests, federation) never mix their numbers.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::CONTENT_LENGTH;
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry as PromRegistry;
+
+use crate::http::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+pub struct Metrics {
+    registry: Mutex<PromRegistry>,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+    bytes_sent: Family<RouteLabels, Counter>,
+    upload_rejections: Family<ReasonLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = PromRegistry::with_prefix("reliquary");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        let bytes_sent = Family::<RouteLabels, Counter>::default();
+        let upload_rejections = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to the response head",
+            latency.clone(),
+        );
+        registry.register(
+            "http_response_bytes",
+            "Response bytes announced by Content-Length",
+            bytes_sent.clone(),
+        );
+        registry.register(
+            "upload_rejections",
+            "Refused uploads by error code",
+            upload_rejections.clone(),
+        );
+        Self {
+            registry: Mutex::new(registry),
+            requests,
+            latency,
+            bytes_sent,
+            upload_rejections,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn upload_rejected(&self, reason: &str) {
+        self.upload_rejections
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Registers further metrics (e.g. the sync worker's) in this server's registry.
+    pub fn with_registry<T>(&self, f: impl FnOnce(&mut PromRegistry) -> T) -> T {
+        f(&mut self.registry.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String");
+        out
+    }
+}
+
+/// Middleware: counts and times every request by its route template (never the raw path, so
+/// ids do not explode the label set).
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let metrics = &state.metrics;
+    let labels = RouteLabels {
+        route: route.clone(),
+    };
+    metrics
+        .latency
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    if let Some(length) = response
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        metrics.bytes_sent.get_or_create(&labels).inc_by(length);
+    }
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
