@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod federation;
 pub mod http;
 pub mod metrics;
 pub mod registry;
@@ -151,7 +152,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let housekeeping = tokio::spawn(housekeeping(registry.clone()));
-    let app = http::router(registry);
+    registry.federation.start_all(&registry).await;
+    let app = http::router(registry.clone());
     tracing::info!(address = %listener.local_addr()?, "reliquary is serving");
     let served = axum::serve(
         listener,
@@ -161,6 +163,7 @@ pub async fn serve(
     .await
     .context("serving HTTP");
     housekeeping.abort();
+    registry.federation.stop_all().await;
     served
 }
 

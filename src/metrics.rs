@@ -12,10 +12,14 @@ use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry as PromRegistry;
 
+use reliquary_client::types::{SyncSummary, Timestamp};
+
 use crate::http::AppState;
+use crate::store::RemoteState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -30,6 +34,11 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RemoteLabels {
+    remote: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -40,6 +49,11 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram>,
     bytes_sent: Family<RouteLabels, Counter>,
     upload_rejections: Family<ReasonLabels, Counter>,
+    sync_last_success: Family<RemoteLabels, Gauge>,
+    sync_lag: Family<RemoteLabels, Gauge>,
+    sync_artefacts: Family<RemoteLabels, Counter>,
+    sync_bytes: Family<RemoteLabels, Counter>,
+    sync_errors: Family<RemoteLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -71,12 +85,47 @@ impl Default for Metrics {
             "Refused uploads by error code",
             upload_rejections.clone(),
         );
+        let sync_last_success = Family::<RemoteLabels, Gauge>::default();
+        let sync_lag = Family::<RemoteLabels, Gauge>::default();
+        let sync_artefacts = Family::<RemoteLabels, Counter>::default();
+        let sync_bytes = Family::<RemoteLabels, Counter>::default();
+        let sync_errors = Family::<RemoteLabels, Counter>::default();
+        registry.register(
+            "sync_last_success_timestamp_seconds",
+            "When a pass over the remote last succeeded",
+            sync_last_success.clone(),
+        );
+        registry.register(
+            "sync_lag",
+            "The peer's last seq minus the applied cursor",
+            sync_lag.clone(),
+        );
+        registry.register(
+            "sync_artefacts_mirrored",
+            "Artefacts mirrored or deleted from the remote",
+            sync_artefacts.clone(),
+        );
+        registry.register(
+            "sync_bytes",
+            "Tarball bytes downloaded from the remote",
+            sync_bytes.clone(),
+        );
+        registry.register(
+            "sync_errors",
+            "Failed passes over the remote",
+            sync_errors.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             requests,
             latency,
             bytes_sent,
             upload_rejections,
+            sync_last_success,
+            sync_lag,
+            sync_artefacts,
+            sync_bytes,
+            sync_errors,
         }
     }
 }
@@ -88,6 +137,33 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// Records one sync pass over `remote`.
+    pub fn sync_pass(
+        &self,
+        remote: &str,
+        summary: &SyncSummary,
+        state: &RemoteState,
+        succeeded: bool,
+    ) {
+        let labels = RemoteLabels {
+            remote: remote.to_owned(),
+        };
+        self.sync_artefacts
+            .get_or_create(&labels)
+            .inc_by(summary.mirrored + summary.deleted);
+        self.sync_bytes.get_or_create(&labels).inc_by(summary.bytes);
+        self.sync_lag
+            .get_or_create(&labels)
+            .set(state.peer_last_seq - state.cursor);
+        if succeeded {
+            self.sync_last_success
+                .get_or_create(&labels)
+                .set(Timestamp::now().millis() / 1000);
+        } else {
+            self.sync_errors.get_or_create(&labels).inc();
+        }
     }
 
     /// Registers further metrics (e.g. the sync worker's) in this server's registry.

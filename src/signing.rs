@@ -68,6 +68,7 @@ impl Signer {
             registry: self.registry.clone(),
             api_version: 1,
             keys: self.published.iter().map(jwk_for).collect(),
+            mirrored_keys: Vec::new(),
         }
     }
 

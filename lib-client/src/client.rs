@@ -7,7 +7,9 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::jws::TrustedKeys;
-use crate::types::{ApiKey, Artefact, CreatedKey, ErrorBody, Items, Kind, NewKey, WellKnown};
+use crate::types::{
+    ApiKey, Artefact, ChangePage, CreatedKey, ErrorBody, Items, Kind, NewKey, WellKnown,
+};
 
 /// What can go wrong talking to a registry; match on it to react.
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +182,43 @@ impl Client {
     pub async fn artefact(&self, id: &str) -> Result<Artefact> {
         self.json(self.request(Method::GET, &format!("/artefacts/{}", encode_id(id))))
             .await
+    }
+
+    /// One page of the change feed after `since`; with `wait`, the registry holds the request
+    /// until something changes or `wait` seconds pass (long-polling).
+    pub async fn changes(&self, since: i64, limit: usize, wait: Option<u64>) -> Result<ChangePage> {
+        let mut query = vec![("since", since.to_string()), ("limit", limit.to_string())];
+        let mut request = self.request(Method::GET, "/artefacts");
+        if let Some(wait) = wait {
+            query.push(("wait", wait.to_string()));
+            request = request.timeout(self.timeout + Duration::from_secs(wait));
+        } else {
+            request = request.timeout(self.timeout);
+        }
+        let response = request
+            .query(&query)
+            .send()
+            .await
+            .map_err(Error::Unreachable)?;
+        check(response)
+            .await?
+            .json()
+            .await
+            .map_err(|e| Error::Protocol(e.to_string()))
+    }
+
+    /// Starts downloading one slot; the caller streams `bytes_stream()` and verifies it.
+    pub async fn tarball(&self, id: &str, architecture: &str) -> Result<reqwest::Response> {
+        let response = self
+            .request(
+                Method::GET,
+                &format!("/artefacts/{}/tarball", encode_id(id)),
+            )
+            .query(&[("architecture", architecture)])
+            .send()
+            .await
+            .map_err(Error::Unreachable)?;
+        check(response).await
     }
 
     pub async fn create_key(&self, key: &NewKey) -> Result<CreatedKey> {

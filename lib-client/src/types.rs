@@ -248,6 +248,83 @@ pub struct WellKnown {
     pub registry: String,
     pub api_version: u32,
     pub keys: Vec<Jwk>,
+    /// The keys this registry pinned for the registries it mirrors, so that a mirror of a
+    /// mirror can verify signatures made at the origin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrored_keys: Vec<RegistryKeys>,
+}
+
+/// The public keys of one registry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryKeys {
+    pub registry: String,
+    pub keys: Vec<Jwk>,
+}
+
+/// `PUT /remotes/{name}` request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PutRemote {
+    pub url: String,
+    /// A mirror key on the peer.
+    pub token: String,
+    #[serde(default = "default_interval")]
+    pub interval_seconds: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_name_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_category: Option<String>,
+    /// Mirror only these slots (all when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architectures: Option<Vec<String>>,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_interval() -> u64 {
+    60
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A remote as listed: never its token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Remote {
+    pub name: String,
+    pub url: String,
+    pub enabled: bool,
+    pub interval_seconds: u64,
+    pub allowed_name_prefix: Option<String>,
+    pub allowed_category: Option<String>,
+    pub architectures: Option<Vec<String>>,
+    /// The peer's registry name, learnt when its keys were pinned.
+    pub registry: String,
+    /// The peer's seq up to which everything has been applied.
+    pub cursor: i64,
+    /// The peer's highest seq when last seen (lag = peerLastSeq - cursor).
+    pub peer_last_seq: i64,
+    pub last_sync_at: Option<Timestamp>,
+    pub last_success_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub mirrored_artefacts: u64,
+    pub created_at: Timestamp,
+}
+
+/// `POST /remotes/{name}/sync`: what one pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncSummary {
+    pub mirrored: u64,
+    pub deleted: u64,
+    pub conflicts: u64,
+    pub skipped: u64,
+    pub cursor: i64,
+    /// Tarball bytes downloaded (blobs already present are not downloaded again).
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 /// What a key may do (see the roles table in `api.md`).

@@ -170,6 +170,9 @@ pub async fn tarball(
     Ok((status, response_headers, body).into_response())
 }
 
+/// The longest a change-feed request may be held open.
+const MAX_WAIT_SECONDS: u64 = 60;
+
 #[derive(Deserialize)]
 pub struct ListQuery {
     q: Option<String>,
@@ -178,6 +181,8 @@ pub struct ListQuery {
     limit: Option<usize>,
     cursor: Option<String>,
     since: Option<i64>,
+    /// Sync mode: seconds to hold an empty answer until something changes (at most 60).
+    wait: Option<u64>,
 }
 
 /// `GET /artefacts`: browse mode, or sync mode with `since`.
@@ -200,7 +205,16 @@ pub async fn list(
                 "`since` must be 0 or more.",
             ));
         }
-        let page = registry.changes(&caller, since, limit).await?;
+        let wait = match query.wait {
+            Some(seconds) if seconds > MAX_WAIT_SECONDS => {
+                return Err(Error::bad_request(
+                    "invalid_query",
+                    format!("`wait` is at most {MAX_WAIT_SECONDS} seconds."),
+                ))
+            }
+            other => other.map(std::time::Duration::from_secs),
+        };
+        let page = registry.changes(&caller, since, limit, wait).await?;
         return Ok(Json(page).into_response());
     }
     let kind = query

@@ -5,6 +5,7 @@ pub mod conditional;
 pub mod extract;
 pub mod keys;
 pub mod ops;
+pub mod remotes;
 
 use std::time::Duration;
 
@@ -41,6 +42,9 @@ pub fn router(state: AppState) -> Router {
         .route("/keys", get(keys::list).post(keys::create))
         .route("/keys/{key_id}", delete(keys::revoke))
         .route("/audit", get(keys::audit))
+        .route("/remotes", get(remotes::list))
+        .route("/remotes/{name}", axum::routing::put(remotes::put).delete(remotes::delete))
+        .route("/remotes/{name}/sync", post(remotes::sync))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -22,7 +22,7 @@ pub async fn readyz(State(registry): State<AppState>) -> Result<Json<serde_json:
 
 /// `GET /.well-known/reliquary`.
 pub async fn well_known(State(registry): State<AppState>) -> Json<WellKnown> {
-    Json(registry.signer.well_known())
+    Json(registry.well_known().await)
 }
 
 /// `GET /`: the web UI lives under `/ui/`.

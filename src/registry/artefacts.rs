@@ -1,5 +1,7 @@
 //! Artefact operations: read, upload (the commit protocol), list, patch and delete.
 
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use futures::Stream;
 use reliquary_client::types::{Artefact, BrowsePage, ChangePage, Slot, Timestamp, Tombstone};
@@ -237,7 +239,10 @@ impl Registry {
             let created = existing.is_none();
             let doc = apply_upload(existing, &intent, slot, now);
             match self.store.put(doc, expected).await {
-                Ok(doc) => return Ok(Uploaded { doc, created }),
+                Ok(doc) => {
+                    self.changed(doc.seq);
+                    return Ok(Uploaded { doc, created });
+                }
                 Err(StoreError::RevisionMismatch) => continue,
                 Err(other) => return Err(other.into()),
             }
@@ -260,15 +265,34 @@ impl Registry {
         Ok(BrowsePage { items, next_cursor })
     }
 
-    /// Sync mode of `GET /artefacts?since=N`.
-    pub async fn changes(&self, caller: &Caller, since: i64, limit: usize) -> Result<ChangePage> {
+    /// Sync mode of `GET /artefacts?since=N`. With `wait`, an empty answer is held back until
+    /// a change commits or `wait` passes (long-polling); the store is also re-read every second
+    /// so that commits made by other replicas are seen too.
+    pub async fn changes(
+        &self,
+        caller: &Caller,
+        since: i64,
+        limit: usize,
+        wait: Option<Duration>,
+    ) -> Result<ChangePage> {
         let visibility = caller.visibility(self.anonymous_read)?;
-        let changes = self.store.changes(since, limit, &visibility).await?;
-        Ok(ChangePage {
-            items: changes.items,
-            last_seq: changes.last_seq,
-            has_more: changes.has_more,
-        })
+        let deadline = Instant::now() + wait.unwrap_or_default();
+        let mut commits = self.subscribe_changes();
+        loop {
+            let changes = self.store.changes(since, limit, &visibility).await?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if !changes.items.is_empty() || remaining.is_zero() {
+                return Ok(ChangePage {
+                    items: changes.items,
+                    last_seq: changes.last_seq,
+                    has_more: changes.has_more,
+                });
+            }
+            tokio::select! {
+                _ = commits.changed() => {}
+                _ = tokio::time::sleep(remaining.min(Duration::from_secs(1))) => {}
+            }
+        }
     }
 
     pub async fn patch(&self, caller: &Caller, id: &str, patch: ArtefactPatch) -> Result<Artefact> {
@@ -315,7 +339,10 @@ impl Registry {
             doc.updated_at = Timestamp::now();
             let expected = doc.revision;
             match self.store.put(doc, Some(expected)).await {
-                Ok(doc) => return Ok(doc),
+                Ok(doc) => {
+                    self.changed(doc.seq);
+                    return Ok(doc);
+                }
                 Err(StoreError::RevisionMismatch) => continue,
                 Err(other) => return Err(other.into()),
             }
@@ -346,7 +373,10 @@ impl Registry {
                 .await?
                 .ok_or_else(|| Error::artefact_not_found(id))?;
             match self.store.delete(id, doc.revision).await {
-                Ok(tombstone) => return Ok(tombstone),
+                Ok(tombstone) => {
+                    self.changed(tombstone.seq);
+                    return Ok(tombstone);
+                }
                 Err(StoreError::RevisionMismatch) => continue,
                 Err(StoreError::NotFound) => return Err(Error::artefact_not_found(id)),
                 Err(other) => return Err(other.into()),
@@ -398,7 +428,10 @@ impl Registry {
             doc.data_updated_at = now;
             let expected = doc.revision;
             match self.store.put(doc, Some(expected)).await {
-                Ok(doc) => return Ok(doc),
+                Ok(doc) => {
+                    self.changed(doc.seq);
+                    return Ok(doc);
+                }
                 Err(StoreError::RevisionMismatch) => continue,
                 Err(other) => return Err(other.into()),
             }

@@ -92,6 +92,31 @@ impl Registry {
         }
     }
 
+    /// Records what the sync worker of `remote` did; the actor is the remote.
+    pub(crate) async fn record_sync(
+        &self,
+        remote: &str,
+        action: &str,
+        outcome: Outcome,
+        artefact_id: Option<&str>,
+        detail: String,
+    ) {
+        let record = AuditRecord {
+            at: Timestamp::now(),
+            action: action.to_owned(),
+            outcome: outcome.as_str().to_owned(),
+            key_id: None,
+            key_name: Some(format!("remote:{remote}")),
+            artefact_id: artefact_id.map(str::to_owned),
+            architecture: None,
+            detail: Some(detail),
+            remote_addr: None,
+        };
+        if let Err(error) = self.store.append_audit(record).await {
+            tracing::error!(%error, action, "could not write the audit log");
+        }
+    }
+
     /// Records the outcome of an operation that has a single action name.
     pub(crate) async fn record_result<T>(
         &self,

@@ -17,8 +17,10 @@ use crate::store::MetadataStore;
 mod artefacts;
 mod audit;
 mod keys;
+mod remotes;
 
 pub use artefacts::{decode_cursor, encode_cursor};
+pub use audit::Outcome;
 
 /// How often a write retries after losing a compare-and-swap race before giving up with 409.
 const CAS_ATTEMPTS: usize = 8;
@@ -35,6 +37,9 @@ pub struct Registry {
     pub tarball_limits: Limits,
     pub audit_retention_days: u32,
     pub metrics: crate::metrics::Metrics,
+    pub federation: crate::federation::Federation,
+    /// The latest committed seq, for long-polling change feeds.
+    changes: tokio::sync::watch::Sender<i64>,
     bootstrap_token_hash: Option<String>,
 }
 
@@ -79,6 +84,8 @@ impl Registry {
             tarball_limits: config.tarball_limits.clone(),
             audit_retention_days: config.audit_retention_days,
             metrics: Default::default(),
+            federation: Default::default(),
+            changes: tokio::sync::watch::Sender::new(0),
             bootstrap_token_hash: config
                 .admin_token
                 .as_deref()
@@ -93,6 +100,19 @@ impl Registry {
             self.bootstrap_token_hash.as_deref(),
         )
         .await
+    }
+
+    /// Wakes long-polling change-feed readers after a commit.
+    pub(crate) fn changed(&self, seq: i64) {
+        self.changes.send_if_modified(|latest| {
+            let newer = seq > *latest;
+            *latest = (*latest).max(seq);
+            newer
+        });
+    }
+
+    pub(crate) fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.changes.subscribe()
     }
 
     /// `/readyz`: both stores answer.

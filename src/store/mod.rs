@@ -7,7 +7,9 @@ pub mod mongo;
 pub mod sqlite;
 
 use async_trait::async_trait;
-use reliquary_client::types::{ApiKey, Artefact, AuditEntry, Change, Kind, Timestamp, Tombstone};
+use reliquary_client::types::{
+    ApiKey, Artefact, AuditEntry, Change, Kind, RegistryKeys, Timestamp, Tombstone,
+};
 
 use crate::domain::visibility::Visibility;
 
@@ -135,6 +137,62 @@ pub trait AuditStore: Send + Sync + 'static {
     async fn prune_audit(&self, before: Timestamp) -> StoreResult<u64>;
 }
 
+/// A remote's configuration, as set by `PUT /remotes/{name}`, plus the peer keys pinned then.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteConfig {
+    pub url: String,
+    pub interval_seconds: u64,
+    pub allowed_name_prefix: Option<String>,
+    pub allowed_category: Option<String>,
+    pub architectures: Option<Vec<String>>,
+    pub enabled: bool,
+    /// The peer's registry name.
+    pub registry: String,
+    /// The peer's keys, and the keys it pinned for the registries it mirrors.
+    pub pinned: Vec<RegistryKeys>,
+    pub created_at: Timestamp,
+}
+
+/// What the sync worker records after each pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteState {
+    pub cursor: i64,
+    pub peer_last_seq: i64,
+    pub last_sync_at: Option<Timestamp>,
+    pub last_success_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RemoteRecord {
+    pub name: String,
+    pub config: RemoteConfig,
+    /// The mirror key on the peer. Stored because the worker needs it; never listed or logged.
+    pub token: String,
+    pub state: RemoteState,
+}
+
+/// Remotes, their sync state, and the leases that keep one replica per remote syncing.
+#[async_trait]
+pub trait RemoteStore: Send + Sync + 'static {
+    /// Creates or replaces a remote's configuration and token (its state is kept); returns
+    /// whether it was created.
+    async fn put_remote(&self, name: &str, config: &RemoteConfig, token: &str)
+        -> StoreResult<bool>;
+    async fn get_remote(&self, name: &str) -> StoreResult<Option<RemoteRecord>>;
+    async fn list_remotes(&self) -> StoreResult<Vec<RemoteRecord>>;
+    /// Removes a remote and its state; returns whether it existed.
+    async fn delete_remote(&self, name: &str) -> StoreResult<bool>;
+    async fn set_remote_state(&self, name: &str, state: &RemoteState) -> StoreResult<()>;
+    /// Ids and revisions of the artefacts mirrored through `remote`.
+    async fn mirrored_by(&self, remote: &str) -> StoreResult<Vec<(String, i64)>>;
+    /// Takes or renews the lease on `name` for `ttl_ms` if it is free, expired or already ours.
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> StoreResult<bool>;
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()>;
+}
+
 /// Everything the server needs from a metadata backend.
-pub trait MetadataStore: ArtefactStore + KeyStore + AuditStore {}
-impl<T: ArtefactStore + KeyStore + AuditStore> MetadataStore for T {}
+pub trait MetadataStore: ArtefactStore + KeyStore + AuditStore + RemoteStore {}
+impl<T: ArtefactStore + KeyStore + AuditStore + RemoteStore> MetadataStore for T {}

@@ -42,7 +42,12 @@ impl TestServer {
 
     /// Runs a registry on `config` (used to restart on the same data dir).
     pub async fn launch(config: Config) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::launch_at(config, "127.0.0.1:0").await
+    }
+
+    /// Runs a registry on `config` at `address` (to come back on the same port).
+    pub async fn launch_at(config: Config, address: &str) -> Self {
+        let listener = TcpListener::bind(address).await.expect("bind");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
         let registry = reliquary::open_registry(&config)

@@ -9,6 +9,7 @@
 
 mod artefacts;
 mod keys;
+mod remotes;
 
 use std::time::Duration;
 
@@ -22,11 +23,18 @@ use super::{StoreError, StoreResult};
 use reliquary_client::types::Timestamp;
 
 /// Index migrations, declared in `migrations/mongodb/`, applied in order and recorded once.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../../migrations/mongodb/0001_initial.json"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../../migrations/mongodb/0001_initial.json"),
+    ),
+    (
+        2,
+        "remotes",
+        include_str!("../../../migrations/mongodb/0002_remotes.json"),
+    ),
+];
 
 #[derive(Deserialize)]
 struct IndexMigration {

@@ -1,0 +1,204 @@
+//! Federation: a sync worker per enabled remote pulls the peer's change feed and mirrors its
+//! release artefacts (see [`pass`]).
+//!
+//! Each worker long-polls the peer between passes, so a publish there is visible here within
+//! about a second while an idle remote costs one request per `intervalSeconds`. Failures back
+//! off exponentially with jitter; what was mirrored keeps being served meanwhile. With several
+//! replicas on one database, a lease in the metadata store lets one replica sync a remote at a
+//! time; another takes over when the lease lapses.
+
+mod pass;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::registry::Registry;
+
+/// The longest a worker holds one long-poll request open.
+const MAX_WAIT_SECONDS: u64 = 25;
+/// A lease outlives a long-poll and a pass comfortably; a dead replica's lapses within it.
+const LEASE_MILLIS: i64 = 90_000;
+/// The longest back-off after repeated failures.
+const MAX_BACKOFF_SECONDS: u64 = 300;
+
+/// The running sync workers of one server.
+pub struct Federation {
+    /// Identifies this process as a lease holder.
+    holder: String,
+    workers: Mutex<HashMap<String, (CancellationToken, JoinHandle<()>)>>,
+    /// One pass at a time per remote in this process (the worker's or `POST .../sync`).
+    passes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Default for Federation {
+    fn default() -> Self {
+        Self {
+            holder: uuid::Uuid::new_v4().to_string(),
+            workers: Mutex::default(),
+            passes: Mutex::default(),
+        }
+    }
+}
+
+impl Federation {
+    /// Starts a worker for every enabled remote.
+    pub async fn start_all(&self, registry: &Arc<Registry>) {
+        match registry.store.list_remotes().await {
+            Ok(remotes) => {
+                for remote in remotes.into_iter().filter(|r| r.config.enabled) {
+                    self.restart(registry, &remote.name);
+                }
+            }
+            Err(error) => tracing::error!(%error, "cannot list remotes; no sync workers started"),
+        }
+    }
+
+    /// (Re)starts the worker of `name` with its current configuration.
+    pub fn restart(&self, registry: &Arc<Registry>, name: &str) {
+        self.stop(name);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_worker(
+            registry.clone(),
+            name.to_owned(),
+            self.holder.clone(),
+            cancel.clone(),
+        ));
+        lock(&self.workers).insert(name.to_owned(), (cancel, task));
+    }
+
+    pub fn stop(&self, name: &str) {
+        if let Some((cancel, _)) = lock(&self.workers).remove(name) {
+            cancel.cancel();
+        }
+    }
+
+    /// Stops every worker and waits for them (at shutdown).
+    pub async fn stop_all(&self) {
+        let workers: Vec<_> = lock(&self.workers).drain().collect();
+        for (_, (cancel, _)) in &workers {
+            cancel.cancel();
+        }
+        for (_, (_, task)) in workers {
+            let _ = task.await;
+        }
+    }
+
+    /// The lock that serialises passes over `name` in this process.
+    pub fn pass_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.passes)
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn backoff(failures: u32) -> Duration {
+    let base = 2u64
+        .saturating_pow(failures.min(16))
+        .min(MAX_BACKOFF_SECONDS);
+    let jitter = rand::thread_rng().gen_range(0.5..1.5);
+    Duration::from_secs_f64(base as f64 * jitter)
+}
+
+async fn sleep_or_cancel(cancel: &CancellationToken, duration: Duration) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(duration) => true,
+    }
+}
+
+async fn run_worker(
+    registry: Arc<Registry>,
+    name: String,
+    holder: String,
+    cancel: CancellationToken,
+) {
+    let mut failures = 0u32;
+    while !cancel.is_cancelled() {
+        let remote = match registry.store.get_remote(&name).await {
+            Ok(Some(remote)) if remote.config.enabled => remote,
+            Ok(_) => break,
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(remote = %name, %error, "cannot read the remote");
+                if !sleep_or_cancel(&cancel, backoff(failures)).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        let interval = Duration::from_secs(remote.config.interval_seconds.max(1));
+        match registry
+            .store
+            .acquire_lease(&name, &holder, LEASE_MILLIS)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                // Another replica syncs this remote; check again later in case it dies.
+                if !sleep_or_cancel(&cancel, interval.min(Duration::from_secs(30))).await {
+                    break;
+                }
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(remote = %name, %error, "cannot take the sync lease");
+                failures += 1;
+                if !sleep_or_cancel(&cancel, backoff(failures)).await {
+                    break;
+                }
+                continue;
+            }
+        }
+        let wait = remote.config.interval_seconds.clamp(1, MAX_WAIT_SECONDS);
+        let started = Instant::now();
+        let pass_lock = registry.federation.pass_lock(&name);
+        let result = tokio::select! {
+            _ = cancel.cancelled() => break,
+            result = async {
+                let _guard = pass_lock.lock().await;
+                registry.sync_pass(&remote, Some(wait)).await
+            } => result,
+        };
+        match result {
+            Ok(summary) => {
+                failures = 0;
+                let changed =
+                    summary.mirrored + summary.deleted + summary.conflicts + summary.skipped > 0;
+                // A peer that answers at once with nothing new does not long-poll: pace by the
+                // interval instead of asking again immediately.
+                if !changed
+                    && started.elapsed() < Duration::from_secs(wait) / 2
+                    && !sleep_or_cancel(&cancel, interval).await
+                {
+                    break;
+                }
+            }
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(remote = %name, error = %format!("{error:#}"), failures, "sync pass failed");
+                if !sleep_or_cancel(&cancel, backoff(failures)).await {
+                    break;
+                }
+            }
+        }
+    }
+    if let Err(error) = registry.store.release_lease(&name, &holder).await {
+        tracing::debug!(remote = %name, %error, "could not release the sync lease");
+    }
+}

@@ -1,0 +1,60 @@
+//! Handlers for `/remotes` (admin).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use reliquary_client::types::{Items, PutRemote, Remote, SyncSummary};
+use serde::Deserialize;
+
+use super::extract::{ApiJson, ApiQuery, AppState};
+use crate::auth::Caller;
+use crate::error::Result;
+
+/// `PUT /remotes/{name}`: 201 created, 200 replaced; never echoes the token.
+pub async fn put(
+    State(registry): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(request): ApiJson<PutRemote>,
+) -> Result<(StatusCode, Json<Remote>)> {
+    let (remote, created) = registry.put_remote(&caller, &name, request).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(remote)))
+}
+
+/// `GET /remotes`.
+pub async fn list(State(registry): State<AppState>, caller: Caller) -> Result<Json<Items<Remote>>> {
+    let items = registry.list_remotes(&caller).await?;
+    Ok(Json(Items { items }))
+}
+
+#[derive(Deserialize)]
+pub struct DeleteQuery {
+    #[serde(default)]
+    purge: bool,
+}
+
+/// `DELETE /remotes/{name}?purge=`.
+pub async fn delete(
+    State(registry): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiQuery(query): ApiQuery<DeleteQuery>,
+) -> Result<Json<Remote>> {
+    Ok(Json(
+        registry.delete_remote(&caller, &name, query.purge).await?,
+    ))
+}
+
+/// `POST /remotes/{name}/sync`: one pass now.
+pub async fn sync(
+    State(registry): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<SyncSummary>> {
+    Ok(Json(registry.sync_remote(&caller, &name).await?))
+}

@@ -1,0 +1,290 @@
+//! Remotes: configuring peers to mirror, pinning their keys, and running a pass on demand.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use reliquary_client::types::{PutRemote, RegistryKeys, Remote, SyncSummary, Timestamp, WellKnown};
+use reliquary_client::Client;
+
+use super::audit::Target;
+use super::Registry;
+use crate::auth::Caller;
+use crate::domain::arch::validate_architecture;
+use crate::error::{Error, Result};
+use crate::store::{RemoteConfig, RemoteRecord, RemoteState};
+
+impl Registry {
+    /// `GET /.well-known/reliquary`: our keys, plus the keys pinned for the registries we
+    /// mirror, so that mirrors of this registry can verify signatures made at the origin.
+    pub async fn well_known(&self) -> WellKnown {
+        let mut well_known = self.signer.well_known();
+        if let Ok(remotes) = self.store.list_remotes().await {
+            for pinned in remotes.into_iter().flat_map(|r| r.config.pinned) {
+                if pinned.registry != well_known.registry
+                    && !well_known
+                        .mirrored_keys
+                        .iter()
+                        .any(|k| k.registry == pinned.registry)
+                {
+                    well_known.mirrored_keys.push(pinned);
+                }
+            }
+        }
+        well_known
+    }
+
+    /// `PUT /remotes/{name}`: creates or replaces a remote and (re)starts its worker.
+    pub async fn put_remote(
+        self: &Arc<Self>,
+        caller: &Caller,
+        name: &str,
+        request: PutRemote,
+    ) -> Result<(Remote, bool)> {
+        let result = self.put_remote_unaudited(caller, name, request).await;
+        self.record_result(
+            caller,
+            "remote.put",
+            Target::default(),
+            &result,
+            |(remote, created)| {
+                format!(
+                    "{} remote `{}` -> {} (registry `{}`)",
+                    if *created { "created" } else { "replaced" },
+                    remote.name,
+                    remote.url,
+                    remote.registry
+                )
+            },
+        )
+        .await;
+        result
+    }
+
+    async fn put_remote_unaudited(
+        self: &Arc<Self>,
+        caller: &Caller,
+        name: &str,
+        request: PutRemote,
+    ) -> Result<(Remote, bool)> {
+        caller.require_admin()?;
+        validate_remote(name, &request)?;
+        let existing = self.store.get_remote(name).await?;
+        let same_peer = existing.as_ref().filter(|e| e.config.url == request.url);
+        let (registry, pinned) = match same_peer {
+            Some(existing) => (
+                existing.config.registry.clone(),
+                existing.config.pinned.clone(),
+            ),
+            None => self.pin_peer_keys(&request).await?,
+        };
+        let config = RemoteConfig {
+            url: request.url.trim_end_matches('/').to_owned(),
+            interval_seconds: request.interval_seconds,
+            allowed_name_prefix: request.allowed_name_prefix.filter(|p| !p.is_empty()),
+            allowed_category: request.allowed_category.filter(|c| !c.is_empty()),
+            architectures: request.architectures,
+            enabled: request.enabled,
+            registry,
+            pinned,
+            created_at: existing
+                .as_ref()
+                .map_or_else(Timestamp::now, |e| e.config.created_at),
+        };
+        let created = self.store.put_remote(name, &config, &request.token).await?;
+        if let Some(existing) = &existing {
+            // Another peer or other filters: what was skipped before may be wanted now.
+            let refiltered = existing.config.url != config.url
+                || existing.config.allowed_name_prefix != config.allowed_name_prefix
+                || existing.config.allowed_category != config.allowed_category
+                || existing.config.architectures != config.architectures;
+            if refiltered {
+                self.store
+                    .set_remote_state(name, &RemoteState::default())
+                    .await?;
+            }
+        }
+        if config.enabled {
+            self.federation.restart(self, name);
+        } else {
+            self.federation.stop(name);
+        }
+        let record = self
+            .store
+            .get_remote(name)
+            .await?
+            .ok_or_else(|| Error::internal("a remote vanished right after it was written"))?;
+        Ok((self.remote_view(&record).await?, created))
+    }
+
+    /// Fetches the peer's `/.well-known/reliquary` with the mirror token and pins its keys.
+    async fn pin_peer_keys(&self, request: &PutRemote) -> Result<(String, Vec<RegistryKeys>)> {
+        let client = Client::builder(&request.url)
+            .token(request.token.clone())
+            .build()
+            .map_err(|e| Error::bad_request("invalid_remote", e.to_string()))?;
+        let well_known = client.well_known().await.map_err(|e| {
+            Error::new(
+                StatusCode::BAD_GATEWAY,
+                "remote_unreachable",
+                format!("Cannot read the peer's /.well-known/reliquary to pin its keys: {e}"),
+            )
+        })?;
+        if well_known.registry == self.signer.registry() {
+            return Err(Error::bad_request(
+                "remote_is_self",
+                format!("The peer is named `{}`, like this registry; a registry does not mirror itself.", well_known.registry),
+            ));
+        }
+        reliquary_client::jws::TrustedKeys::from_jwks(&well_known.keys)
+            .map_err(|e| Error::new(StatusCode::BAD_GATEWAY, "remote_invalid_keys", e))?;
+        let mut pinned = vec![RegistryKeys {
+            registry: well_known.registry.clone(),
+            keys: well_known.keys,
+        }];
+        pinned.extend(
+            well_known
+                .mirrored_keys
+                .into_iter()
+                .filter(|k| k.registry != self.signer.registry()),
+        );
+        Ok((well_known.registry, pinned))
+    }
+
+    pub async fn list_remotes(&self, caller: &Caller) -> Result<Vec<Remote>> {
+        caller.require_admin()?;
+        let mut views = Vec::new();
+        for record in self.store.list_remotes().await? {
+            views.push(self.remote_view(&record).await?);
+        }
+        Ok(views)
+    }
+
+    /// `DELETE /remotes/{name}`: stops mirroring; with `purge`, deletes what it mirrored.
+    pub async fn delete_remote(
+        self: &Arc<Self>,
+        caller: &Caller,
+        name: &str,
+        purge: bool,
+    ) -> Result<Remote> {
+        let result = async {
+            caller.require_admin()?;
+            let record = self
+                .store
+                .get_remote(name)
+                .await?
+                .ok_or_else(|| remote_not_found(name))?;
+            self.federation.stop(name);
+            let view = self.remote_view(&record).await?;
+            if purge {
+                for (id, revision) in self.store.mirrored_by(name).await? {
+                    if let Ok(tombstone) = self.store.delete(&id, revision).await {
+                        self.changed(tombstone.seq);
+                    }
+                }
+            }
+            self.store.delete_remote(name).await?;
+            Ok(view)
+        }
+        .await;
+        self.record_result(
+            caller,
+            "remote.delete",
+            Target::default(),
+            &result,
+            |remote| {
+                format!(
+                    "deleted remote `{}`{}",
+                    remote.name,
+                    if purge {
+                        " and purged its artefacts"
+                    } else {
+                        ""
+                    }
+                )
+            },
+        )
+        .await;
+        result
+    }
+
+    /// `POST /remotes/{name}/sync`: one pass now.
+    pub async fn sync_remote(&self, caller: &Caller, name: &str) -> Result<SyncSummary> {
+        caller.require_admin()?;
+        let lock = self.federation.pass_lock(name);
+        let _guard = lock.lock().await;
+        let record = self
+            .store
+            .get_remote(name)
+            .await?
+            .ok_or_else(|| remote_not_found(name))?;
+        self.sync_pass(&record, None).await.map_err(|error| {
+            Error::new(
+                StatusCode::BAD_GATEWAY,
+                "sync_failed",
+                format!("The sync pass failed: {error:#}"),
+            )
+        })
+    }
+
+    async fn remote_view(&self, record: &RemoteRecord) -> Result<Remote> {
+        let config = &record.config;
+        Ok(Remote {
+            name: record.name.clone(),
+            url: config.url.clone(),
+            enabled: config.enabled,
+            interval_seconds: config.interval_seconds,
+            allowed_name_prefix: config.allowed_name_prefix.clone(),
+            allowed_category: config.allowed_category.clone(),
+            architectures: config.architectures.clone(),
+            registry: config.registry.clone(),
+            cursor: record.state.cursor,
+            peer_last_seq: record.state.peer_last_seq,
+            last_sync_at: record.state.last_sync_at,
+            last_success_at: record.state.last_success_at,
+            last_error: record.state.last_error.clone(),
+            mirrored_artefacts: self.store.mirrored_by(&record.name).await?.len() as u64,
+            created_at: config.created_at,
+        })
+    }
+}
+
+fn remote_not_found(name: &str) -> Error {
+    Error::not_found("remote_not_found", format!("No remote named `{name}`."))
+}
+
+fn validate_remote(name: &str, request: &PutRemote) -> Result<()> {
+    let mut problems = Vec::new();
+    let name_ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-' | '_' | '.'))
+        && !name.starts_with('.');
+    if !name_ok {
+        problems.push(
+            "a remote name has 1 to 64 of a-z 0-9 - _ . and does not start with `.`".to_owned(),
+        );
+    }
+    if !(request.url.starts_with("http://") || request.url.starts_with("https://")) {
+        problems.push("`url` must be an http:// or https:// URL".into());
+    }
+    if request.token.trim().is_empty() {
+        problems.push("`token` (a mirror key on the peer) is required".into());
+    }
+    if !(1..=86_400).contains(&request.interval_seconds) {
+        problems.push("`intervalSeconds` must be between 1 and 86400".into());
+    }
+    for arch in request.architectures.iter().flatten() {
+        if let Err(why) = validate_architecture(arch) {
+            problems.push(why);
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::bad_request(
+            "invalid_remote",
+            format!("{}.", problems.join("; ")),
+        ))
+    }
+}
