@@ -51,6 +51,13 @@ enum Command {
         #[command(subcommand)]
         command: SigningKeyCommand,
     },
+    /// Manage remotes (federation) on a running registry.
+    Remotes {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: reliquary::cli::remotes::RemotesCommand,
+    },
     /// Manage API keys on a running registry.
     Keys {
         #[command(flatten)]
@@ -115,6 +122,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             reliquary::cli::artefacts::publish(&client, args).await
         }
         Command::Ensure { client, args } => reliquary::cli::artefacts::ensure(&client, args).await,
+        Command::Remotes { client, command } => {
+            reliquary::cli::remotes::run(&client, command).await
+        }
         Command::Keys { client, command } => reliquary::cli::keys::run(&client, command).await,
     }
 }

@@ -8,7 +8,8 @@ use serde::de::DeserializeOwned;
 
 use crate::jws::TrustedKeys;
 use crate::types::{
-    ApiKey, Artefact, ChangePage, CreatedKey, ErrorBody, Items, Kind, NewKey, WellKnown,
+    ApiKey, Artefact, ChangePage, CreatedKey, ErrorBody, Items, Kind, NewKey, PutRemote, Remote,
+    SyncSummary, WellKnown,
 };
 
 /// What can go wrong talking to a registry; match on it to react.
@@ -275,6 +276,42 @@ impl Client {
             .await
             .map_err(|e| Error::Protocol(e.to_string()))?;
         Ok((doc, created))
+    }
+
+    /// `PUT /remotes/{name}`: returns the remote and whether it was created.
+    pub async fn put_remote(&self, name: &str, remote: &PutRemote) -> Result<Remote> {
+        self.json(
+            self.request(Method::PUT, &format!("/remotes/{name}"))
+                .json(remote),
+        )
+        .await
+    }
+
+    pub async fn list_remotes(&self) -> Result<Vec<Remote>> {
+        let items: Items<Remote> = self.json(self.request(Method::GET, "/remotes")).await?;
+        Ok(items.items)
+    }
+
+    pub async fn sync_remote(&self, name: &str) -> Result<SyncSummary> {
+        // A pass may download a lot: no request timeout beyond the connect timeout.
+        let response = self
+            .request(Method::POST, &format!("/remotes/{name}/sync"))
+            .send()
+            .await
+            .map_err(Error::Unreachable)?;
+        check(response)
+            .await?
+            .json()
+            .await
+            .map_err(|e| Error::Protocol(e.to_string()))
+    }
+
+    pub async fn delete_remote(&self, name: &str, purge: bool) -> Result<Remote> {
+        self.json(
+            self.request(Method::DELETE, &format!("/remotes/{name}"))
+                .query(&[("purge", purge)]),
+        )
+        .await
     }
 
     pub async fn revoke_key(&self, id: &str) -> Result<ApiKey> {

@@ -2,6 +2,7 @@
 
 pub mod artefacts;
 pub mod keys;
+pub mod remotes;
 
 use clap::Args;
 use reliquary_client::Client;

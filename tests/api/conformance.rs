@@ -10,7 +10,8 @@ use reliquary::domain::visibility::Visibility;
 use reliquary::store::mongo::MongoStore;
 use reliquary::store::sqlite::SqliteStore;
 use reliquary::store::{
-    AuditQuery, AuditRecord, BrowseQuery, KeyRecord, MetadataStore, StoreError,
+    AuditQuery, AuditRecord, BrowseQuery, KeyRecord, MetadataStore, RemoteConfig, RemoteState,
+    StoreError,
 };
 use reliquary_client::types::{ApiKey, Artefact, Change, Kind, Role, Slot, Timestamp};
 
@@ -533,6 +534,86 @@ async fn referenced_blobs_lists_every_slot_digest(f: Fixture) {
     s.ping().await.unwrap();
 }
 
+async fn remotes_keep_config_and_state_apart_and_leases_exclude(f: Fixture) {
+    let s = &f.store;
+    let config = RemoteConfig {
+        url: "http://peer".into(),
+        interval_seconds: 60,
+        allowed_name_prefix: None,
+        allowed_category: None,
+        architectures: Some(vec!["x64".into()]),
+        enabled: true,
+        registry: "production".into(),
+        pinned: vec![],
+        created_at: Timestamp::now(),
+    };
+    assert!(s.put_remote("prod", &config, "rlq_secret").await.unwrap());
+    let state = RemoteState {
+        cursor: 42,
+        peer_last_seq: 50,
+        last_error: Some("x".into()),
+        ..Default::default()
+    };
+    s.set_remote_state("prod", &state).await.unwrap();
+    let replaced = RemoteConfig {
+        interval_seconds: 5,
+        ..config.clone()
+    };
+    assert!(
+        !s.put_remote("prod", &replaced, "rlq_other").await.unwrap(),
+        "replaced, not created"
+    );
+    let record = s.get_remote("prod").await.unwrap().unwrap();
+    assert_eq!(record.config, replaced);
+    assert_eq!(record.token, "rlq_other");
+    assert_eq!(record.state, state, "a config change keeps the sync state");
+    s.set_remote_state("ghost", &state).await.unwrap();
+    assert!(
+        s.get_remote("ghost").await.unwrap().is_none(),
+        "state alone does not make a remote"
+    );
+    assert_eq!(s.list_remotes().await.unwrap().len(), 1);
+
+    let mut mirrored = artefact("m@1", Kind::Release, None);
+    mirrored.origin = Some(reliquary_client::types::Origin {
+        registry: "production".into(),
+        remote: "prod".into(),
+        synced_at: Timestamp::now(),
+    });
+    s.put(mirrored, None).await.unwrap();
+    s.put(artefact("local@1", Kind::Release, None), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.mirrored_by("prod").await.unwrap(),
+        [("m@1".to_owned(), 1)]
+    );
+
+    assert!(s.acquire_lease("prod", "replica-a", 60_000).await.unwrap());
+    assert!(
+        !s.acquire_lease("prod", "replica-b", 60_000).await.unwrap(),
+        "held by a"
+    );
+    assert!(
+        s.acquire_lease("prod", "replica-a", 60_000).await.unwrap(),
+        "renewed by its holder"
+    );
+    assert!(s.acquire_lease("prod", "replica-a", -1).await.unwrap());
+    assert!(
+        s.acquire_lease("prod", "replica-b", 60_000).await.unwrap(),
+        "taken over once lapsed"
+    );
+    s.release_lease("prod", "replica-b").await.unwrap();
+    assert!(
+        s.acquire_lease("prod", "replica-a", 60_000).await.unwrap(),
+        "free after release"
+    );
+
+    assert!(s.delete_remote("prod").await.unwrap());
+    assert!(!s.delete_remote("prod").await.unwrap());
+    assert!(s.get_remote("prod").await.unwrap().is_none());
+}
+
 macro_rules! metadata_conformance {
     ($($test:ident),* $(,)?) => {
         mod sqlite_metadata {
@@ -554,6 +635,7 @@ metadata_conformance!(
     keys_are_found_by_token_hash_and_revoked_once,
     the_audit_log_pages_newest_first_and_prunes_by_age,
     referenced_blobs_lists_every_slot_digest,
+    remotes_keep_config_and_state_apart_and_leases_exclude,
 );
 
 // ---- blob backends ----

@@ -706,3 +706,51 @@ async fn remotes_are_validated_and_admin_only() {
         .unwrap();
     expect_error(missing, 404, "remote_not_found").await;
 }
+
+// Multi-threaded: the commands block this thread while the in-process servers answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remotes_from_the_command_line() {
+    let production = named("production").await;
+    let staging = named("staging").await;
+    production
+        .upload_ok("acme@1", "", npm_tarball("acme", "1.0.0"), 201)
+        .await;
+    let peer_token = create_key(&production, json!({"name": "staging", "role": "mirror"}))
+        .await
+        .token;
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_reliquary"))
+            .args(args)
+            .args(["--registry", &staging.url, "--token", ADMIN_TOKEN])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let put = run(&[
+        "remotes",
+        "put",
+        "prod",
+        "--url",
+        &production.url,
+        "--peer-token",
+        &peer_token,
+        "--disabled",
+    ]);
+    assert!(put.contains("mirrors registry `production`"), "{put}");
+    let synced: Value = serde_json::from_str(&run(&["remotes", "sync", "prod", "--json"])).unwrap();
+    assert_eq!(synced["mirrored"], 1);
+    let listed = run(&["remotes", "list"]);
+    assert!(
+        listed.contains("prod") && listed.contains("mirrored=1") && listed.contains("lag=0"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&peer_token));
+    let deleted = run(&["remotes", "delete", "prod", "--purge"]);
+    assert!(deleted.contains("Deleted remote prod"), "{deleted}");
+    assert_eq!(doc(&staging, "acme@1").await.0, 404);
+}
