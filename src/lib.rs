@@ -12,6 +12,7 @@ pub mod domain;
 pub mod error;
 pub mod federation;
 pub mod http;
+pub mod legacy;
 pub mod metrics;
 pub mod registry;
 pub mod secrets;
@@ -76,6 +77,13 @@ pub fn open_blobs(config: &Config) -> anyhow::Result<Blobs> {
 
 /// Opens everything a registry needs: stores (migrated), signing keys and the first admin key.
 pub async fn open_registry(config: &Config) -> anyhow::Result<Arc<Registry>> {
+    let registry = open_stores_and_keys(config).await?;
+    bootstrap_admin(registry.store.as_ref(), config).await?;
+    Ok(registry)
+}
+
+/// The registry without the first-admin bootstrap (for offline tools such as the importer).
+pub async fn open_stores_and_keys(config: &Config) -> anyhow::Result<Arc<Registry>> {
     let (store, applied) = open_store(config).await?;
     for migration in applied {
         tracing::info!(%migration, "applied schema migration");
@@ -86,7 +94,6 @@ pub async fn open_registry(config: &Config) -> anyhow::Result<Arc<Registry>> {
         &config.signing_keys,
         &config.data_dir,
     )?;
-    bootstrap_admin(store.as_ref(), config).await?;
     Ok(Arc::new(Registry::new(store, blobs, signer, config)))
 }
 

@@ -25,6 +25,14 @@ enum Command {
     Serve(ServeArgs),
     /// Apply pending schema migrations and print what was applied.
     Migrate(StoreArgs),
+    /// Import a legacy export directory (DIR/artefacts.jsonl and its tarballs).
+    ImportLegacy {
+        dir: std::path::PathBuf,
+        #[command(flatten)]
+        args: ServeArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a tarball offline with the registry's rules (exit 0 valid, 1 not).
     Validate {
         tarball: std::path::PathBuf,
@@ -117,6 +125,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {} (kid {kid})", file.display());
             Ok(())
         }
+        Command::ImportLegacy { dir, args, json } => {
+            let config = Config::from_serve_args(&args)?;
+            let registry = reliquary::open_stores_and_keys(&config).await?;
+            let report = reliquary::legacy::import(&registry, &dir).await?;
+            print_import_report(&report, json)?;
+            anyhow::ensure!(
+                report.failed.is_empty(),
+                "{} line(s) failed; everything else was imported",
+                report.failed.len()
+            );
+            Ok(())
+        }
         Command::Validate { tarball, json } => reliquary::cli::artefacts::validate(&tarball, json),
         Command::Publish { client, args } => {
             reliquary::cli::artefacts::publish(&client, args).await
@@ -127,6 +147,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Keys { client, command } => reliquary::cli::keys::run(&client, command).await,
     }
+}
+
+fn print_import_report(report: &reliquary::legacy::ImportReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    for id in &report.created {
+        println!("created    {id}");
+    }
+    for id in &report.unchanged {
+        println!("unchanged  {id} (already present)");
+    }
+    for s in &report.superseded {
+        println!(
+            "superseded {} {} (a higher version of its major was imported)",
+            s.id, s.version
+        );
+    }
+    for f in &report.failed {
+        println!("failed     line {}: {}", f.line, f.message);
+    }
+    if report.created.is_empty() && report.failed.is_empty() {
+        println!("Nothing to import: every artefact is present already.");
+    }
+    println!(
+        "{} created, {} unchanged, {} superseded, {} failed",
+        report.created.len(),
+        report.unchanged.len(),
+        report.superseded.len(),
+        report.failed.len()
+    );
+    Ok(())
 }
 
 /// Completes on SIGINT or SIGTERM.

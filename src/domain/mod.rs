@@ -3,6 +3,7 @@
 
 pub mod arch;
 pub mod id;
+pub mod legacy;
 pub mod rules;
 pub mod tarball;
 pub mod visibility;

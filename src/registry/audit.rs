@@ -101,12 +101,31 @@ impl Registry {
         artefact_id: Option<&str>,
         detail: String,
     ) {
+        self.record_system(
+            &format!("remote:{remote}"),
+            action,
+            outcome,
+            artefact_id,
+            detail,
+        )
+        .await
+    }
+
+    /// Records what the registry did on its own behalf (`actor` names the mechanism).
+    pub async fn record_system(
+        &self,
+        actor: &str,
+        action: &str,
+        outcome: Outcome,
+        artefact_id: Option<&str>,
+        detail: String,
+    ) {
         let record = AuditRecord {
             at: Timestamp::now(),
             action: action.to_owned(),
             outcome: outcome.as_str().to_owned(),
             key_id: None,
-            key_name: Some(format!("remote:{remote}")),
+            key_name: Some(actor.to_owned()),
             artefact_id: artefact_id.map(str::to_owned),
             architecture: None,
             detail: Some(detail),

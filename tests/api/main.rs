@@ -11,6 +11,7 @@ mod integrity;
 mod interop;
 mod keys;
 mod listing;
+mod migration;
 mod outage;
 mod store_lifecycle;
 mod upload;
