@@ -36,8 +36,13 @@ pub async fn authenticate(
             "That is not a Reliquary token (they start with `rlq_`).",
         ));
     }
+    authenticate_hash(store, &hash).await
+}
+
+/// Resolves the sha256 of a token (as a UI session keeps it) to its key, with the same checks.
+pub async fn authenticate_hash(store: &dyn MetadataStore, hash: &str) -> Result<Caller> {
     let key = store
-        .key_by_token_hash(&hash)
+        .key_by_token_hash(hash)
         .await?
         .ok_or_else(|| Error::unauthorized("Unknown token."))?;
     let now = Timestamp::now();

@@ -18,6 +18,7 @@ pub mod registry;
 pub mod secrets;
 pub mod signing;
 pub mod store;
+pub mod ui;
 pub mod upload;
 
 use std::future::Future;

@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/.well-known/reliquary", get(ops::well_known))
         .route("/", get(ops::root))
+        .merge(crate::ui::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .route_layer(axum::middleware::from_fn_with_state(

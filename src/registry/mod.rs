@@ -38,6 +38,8 @@ pub struct Registry {
     pub audit_retention_days: u32,
     pub metrics: crate::metrics::Metrics,
     pub federation: crate::federation::Federation,
+    /// Web UI sessions.
+    pub sessions: crate::ui::session::Sessions,
     /// The latest committed seq, for long-polling change feeds.
     changes: tokio::sync::watch::Sender<i64>,
     bootstrap_token_hash: Option<String>,
@@ -85,6 +87,7 @@ impl Registry {
             audit_retention_days: config.audit_retention_days,
             metrics: Default::default(),
             federation: Default::default(),
+            sessions: Default::default(),
             changes: tokio::sync::watch::Sender::new(0),
             bootstrap_token_hash: config
                 .admin_token

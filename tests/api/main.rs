@@ -14,4 +14,5 @@ mod listing;
 mod migration;
 mod outage;
 mod store_lifecycle;
+mod ui;
 mod upload;
