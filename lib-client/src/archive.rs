@@ -59,11 +59,34 @@ pub fn check_symlink(path: &str, target: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Two names that would collide on a case-insensitive file system are duplicates.
+/// Two names that would land on the same file on a case-insensitive or normalising file system
+/// (macOS, Windows) are duplicates: compare them after Unicode NFC and case folding.
 pub fn normalise_for_duplicates(path: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
     path.trim_start_matches("./")
         .trim_end_matches('/')
+        .nfc()
+        .collect::<String>()
         .to_lowercase()
+}
+
+/// A PAX `size` record that contradicts the ustar header's size field: two parsers would read
+/// different entries out of the same bytes, the classic way to smuggle content past a scanner.
+pub fn pax_size_disagreement<R: std::io::Read>(entry: &mut tar::Entry<'_, R>) -> Option<String> {
+    let ustar = entry.header().size().ok()?;
+    let extensions = entry.pax_extensions().ok()??;
+    for extension in extensions.flatten() {
+        if extension.key() == Ok("size") {
+            let pax: u64 = extension.value().ok()?.trim().parse().ok()?;
+            // Writers leave the ustar field at 0 when only PAX can hold the size (over 8 GiB).
+            if ustar != 0 && pax != ustar {
+                return Some(format!(
+                    "PAX size {pax} disagrees with the ustar header's size {ustar}"
+                ));
+            }
+        }
+    }
+    None
 }
 
 fn short(text: &str) -> &str {
@@ -126,6 +149,11 @@ mod tests {
         assert_eq!(
             normalise_for_duplicates("./Package/A.js"),
             normalise_for_duplicates("package/a.js")
+        );
+        // "é" precomposed and as e + combining acute accent.
+        assert_eq!(
+            normalise_for_duplicates("package/caf\u{e9}.js"),
+            normalise_for_duplicates("package/cafe\u{301}.js")
         );
     }
 }

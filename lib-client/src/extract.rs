@@ -13,7 +13,9 @@ use std::path::{Component, Path, PathBuf};
 
 use flate2::read::GzDecoder;
 
-use crate::archive::{check_entry_path, check_symlink, normalise_for_duplicates};
+use crate::archive::{
+    check_entry_path, check_symlink, normalise_for_duplicates, pax_size_disagreement,
+};
 
 /// Bounds on what an extraction may produce.
 #[derive(Clone, Debug)]
@@ -72,6 +74,9 @@ pub fn extract(archive: &Path, dest: &Path, limits: &ExtractLimits) -> Result<()
         check_entry_path(&raw).map_err(unsafe_entry)?;
         if !seen.insert(normalise_for_duplicates(&raw)) {
             return Err(unsafe_entry("duplicate entry name".into()));
+        }
+        if let Some(why) = pax_size_disagreement(&mut entry) {
+            return Err(unsafe_entry(why));
         }
         let Some(relative) = strip_package(&raw) else {
             continue; // the `package/` directory itself

@@ -11,7 +11,9 @@ use std::io::{self, Read};
 use std::rc::Rc;
 
 use flate2::read::GzDecoder;
-use reliquary_client::archive::{check_entry_path, check_symlink, normalise_for_duplicates};
+use reliquary_client::archive::{
+    check_entry_path, check_symlink, normalise_for_duplicates, pax_size_disagreement,
+};
 use reliquary_client::json::parse_strict;
 use reliquary_client::types::FieldError;
 use semver::Version;
@@ -133,7 +135,10 @@ fn walk(
         } else if let Err(why) = check_entry_path(&path) {
             complain(why);
         } else if !seen.insert(normalise_for_duplicates(&path)) {
-            complain("duplicate entry name".into());
+            complain("duplicate entry name (after Unicode NFC and case folding)".into());
+        }
+        if let Some(why) = pax_size_disagreement(&mut entry) {
+            complain(why);
         }
         match entry.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {}
@@ -375,3 +380,4 @@ impl<R: Read> Read for Capped<R> {
         Ok(n)
     }
 }
+

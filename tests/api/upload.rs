@@ -264,6 +264,17 @@ async fn invalid_tarballs_are_422_with_every_problem_listed_and_change_nothing()
     .await;
     assert_eq!(body["errors"].as_array().unwrap().len(), 5, "{body}");
 
+    // Names that collide once normalised, and a PAX size that contradicts the ustar header.
+    let collisions = tarball(&[
+        Entry::File("package/package.json", br#"{"name": "acme", "version": "1.0.0"}"#),
+        Entry::File("package/caf\u{e9}.js", b"1"),
+        Entry::File("package/CAFE\u{301}.js", b"2"),
+        Entry::PaxSizeMismatch("package/smuggled.js", b"short", 4096),
+    ]);
+    let body = expect_error(server.upload("acme@1", "", collisions).await, 422, "unsafe_tarball").await;
+    let listed = body["errors"].to_string();
+    assert!(listed.contains("duplicate entry name") && listed.contains("PAX size 5 disagrees"), "{listed}");
+
     // A relative symlink inside the package stays legal.
     let legal_link = tarball(&[
         Entry::File(

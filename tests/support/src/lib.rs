@@ -8,6 +8,9 @@ use flate2::write::GzEncoder;
 /// An entry of a hand-made tarball.
 pub enum Entry<'a> {
     File(&'a str, &'a [u8]),
+    /// A file whose PAX `size` record says `data.len()` while its ustar header claims another
+    /// size: the parser-confusion trick.
+    PaxSizeMismatch(&'a str, &'a [u8], u64),
     /// A file with explicit permission bits (setuid and friends included).
     FileWithMode(&'a str, &'a [u8], u32),
     Dir(&'a str),
@@ -22,8 +25,17 @@ pub fn tarball(entries: &[Entry<'_>]) -> Vec<u8> {
     for entry in entries {
         let mut header = tar::Header::new_gnu();
         let mut mode = 0o644;
+        let mut ustar_size = None;
         let (name, kind, data, link): (&str, tar::EntryType, &[u8], Option<&str>) = match entry {
             Entry::File(name, data) => (name, tar::EntryType::Regular, data, None),
+            Entry::PaxSizeMismatch(name, data, claimed) => {
+                let size = data.len().to_string();
+                builder
+                    .append_pax_extensions([("size", size.as_bytes())])
+                    .expect("pax header");
+                ustar_size = Some(*claimed);
+                (name, tar::EntryType::Regular, data, None)
+            }
             Entry::FileWithMode(name, data, bits) => {
                 mode = *bits;
                 (name, tar::EntryType::Regular, data, None)
@@ -38,7 +50,7 @@ pub fn tarball(entries: &[Entry<'_>]) -> Vec<u8> {
             set_raw_link(&mut header, link.as_bytes());
         }
         header.set_entry_type(kind);
-        header.set_size(data.len() as u64);
+        header.set_size(ustar_size.unwrap_or(data.len() as u64));
         header.set_mode(if kind == tar::EntryType::Directory {
             0o755
         } else {
