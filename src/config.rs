@@ -70,6 +70,9 @@ pub struct ServeArgs {
     /// Unpacked bytes allowed per compressed byte beyond `--max-unpacked-bytes`.
     #[arg(long, env = "RELIQUARY_MAX_UNPACKED_RATIO")]
     pub max_unpacked_ratio: Option<u64>,
+    /// Seconds an upload may go without sending data before it is abandoned (408).
+    #[arg(long, env = "RELIQUARY_UPLOAD_IDLE_TIMEOUT_SECONDS")]
+    pub upload_idle_timeout_seconds: Option<u64>,
     /// Days the audit log keeps entries (0 keeps them forever).
     #[arg(long, env = "RELIQUARY_AUDIT_RETENTION_DAYS")]
     pub audit_retention_days: Option<u32>,
@@ -93,6 +96,7 @@ struct FileConfig {
     max_unpacked_bytes: Option<u64>,
     max_unpacked_ratio: Option<u64>,
     audit_retention_days: Option<u32>,
+    upload_idle_timeout_seconds: Option<u64>,
 }
 
 /// The resolved configuration of a registry.
@@ -112,6 +116,7 @@ pub struct Config {
     pub max_upload_bytes: u64,
     pub tarball_limits: Limits,
     pub audit_retention_days: u32,
+    pub upload_idle_timeout: std::time::Duration,
 }
 
 impl Config {
@@ -130,6 +135,7 @@ impl Config {
             max_upload_bytes: 1 << 30,
             tarball_limits: Limits::default(),
             audit_retention_days: 90,
+            upload_idle_timeout: std::time::Duration::from_secs(30),
         }
     }
 
@@ -198,6 +204,12 @@ impl Config {
             .audit_retention_days
             .or(file.audit_retention_days)
             .unwrap_or(config.audit_retention_days);
+        if let Some(seconds) = args
+            .upload_idle_timeout_seconds
+            .or(file.upload_idle_timeout_seconds)
+        {
+            config.upload_idle_timeout = std::time::Duration::from_secs(seconds.max(1));
+        }
         config.validate()?;
         Ok(config)
     }

@@ -111,8 +111,30 @@ impl From<StoreError> for Error {
     }
 }
 
+/// Whether an error, or anything it was caused by, is "no space left on device".
+fn is_storage_full(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(cause) = current {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28) {
+                return true;
+            }
+        }
+        current = cause.source();
+    }
+    false
+}
+
 impl From<object_store::Error> for Error {
     fn from(error: object_store::Error) -> Self {
+        if is_storage_full(&error) {
+            tracing::error!(cause = %error, "blob store full");
+            return Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                "The blob store is out of space; nothing was changed. Free space or grow the volume, then retry.",
+            );
+        }
         match error {
             object_store::Error::NotFound { path, .. } => {
                 Self::internal(format!("blob {path} is referenced but missing"))

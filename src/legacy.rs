@@ -110,7 +110,7 @@ async fn import_one(
     let received = receive(
         &registry.blobs,
         body,
-        registry.max_upload_bytes,
+        &registry.body_limits,
         &registry.tarball_limits,
     )
     .await

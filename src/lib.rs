@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod faults;
 pub mod federation;
 pub mod http;
 pub mod legacy;

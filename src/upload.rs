@@ -27,12 +27,21 @@ pub struct Received {
 /// Chunks in flight per consumer; with ~64 KiB body chunks this is a few MiB at most.
 const CHANNEL_DEPTH: usize = 16;
 
+/// Bounds on one upload body.
+#[derive(Clone, Debug)]
+pub struct BodyLimits {
+    pub max_bytes: u64,
+    /// The longest wait for the next chunk: a client that trickles bytes (slow-loris) is cut
+    /// off with 408 instead of holding a connection and a temporary blob forever.
+    pub idle_timeout: std::time::Duration,
+}
+
 /// Streams `body` into a temporary blob while hashing and inspecting it. On any failure the
 /// temporary blob is removed and nothing else has changed.
 pub async fn receive<S, E>(
     blobs: &Blobs,
     body: S,
-    max_bytes: u64,
+    body_limits: &BodyLimits,
     limits: &Limits,
 ) -> Result<Received>
 where
@@ -41,7 +50,7 @@ where
 {
     let mut writer = blobs.begin_upload().await?;
     let upload = writer.id;
-    let outcome = pump(&mut writer, body, max_bytes, limits).await;
+    let outcome = pump(&mut writer, body, body_limits, limits).await;
     let outcome = match outcome {
         Ok(parts) => writer.finish().await.map(|()| parts).map_err(Error::from),
         Err(error) => {
@@ -66,7 +75,7 @@ where
 async fn pump<S, E>(
     writer: &mut BlobWriter,
     body: S,
-    max_bytes: u64,
+    body_limits: &BodyLimits,
     limits: &Limits,
 ) -> Result<(String, u64, Manifest)>
 where
@@ -84,7 +93,21 @@ where
     let mut body = std::pin::pin!(body);
     let mut size = 0u64;
     let mut inspector_stopped = false;
-    while let Some(chunk) = body.next().await {
+    let max_bytes = body_limits.max_bytes;
+    loop {
+        let next = tokio::time::timeout(body_limits.idle_timeout, body.next())
+            .await
+            .map_err(|_| {
+                Error::new(
+                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                        "No upload data arrived for {} seconds; the upload was abandoned.",
+                        body_limits.idle_timeout.as_secs()
+                    ),
+                )
+            })?;
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| {
             Error::bad_request(
                 "body_read_failed",

@@ -380,4 +380,3 @@ impl<R: Read> Read for Capped<R> {
         Ok(n)
     }
 }
-

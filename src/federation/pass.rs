@@ -279,7 +279,12 @@ impl Registry {
     ) -> anyhow::Result<()> {
         let response = client.tarball(id, arch).await?;
         let body = response.bytes_stream();
-        let received = receive(&self.blobs, body, size.max(1), &self.tarball_limits)
+        // The announced size is the cap: a peer cannot push more than it declared.
+        let limits = crate::upload::BodyLimits {
+            max_bytes: size.max(1),
+            ..self.body_limits.clone()
+        };
+        let received = receive(&self.blobs, body, &limits, &self.tarball_limits)
             .await
             .map_err(|e| anyhow!("{}: {}", e.code, e.message))?;
         if received.sha256 != sha256 || received.size != size {

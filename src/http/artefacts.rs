@@ -54,10 +54,10 @@ pub async fn upload(
         attestation: None,
     };
     if let Some(length) = content_length(request.headers()) {
-        if length > registry.max_upload_bytes {
+        if length > registry.body_limits.max_bytes {
             return Err(Error::too_large(format!(
                 "The upload is {length} bytes; this registry accepts at most {} bytes.",
-                registry.max_upload_bytes
+                registry.body_limits.max_bytes
             )));
         }
     }

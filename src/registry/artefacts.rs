@@ -149,13 +149,7 @@ impl Registry {
         if let Some(doc) = self.store.get(&request.id, &Visibility::all()).await? {
             check_writable(&doc, request.kind)?;
         }
-        let received = receive(
-            &self.blobs,
-            body,
-            self.max_upload_bytes,
-            &self.tarball_limits,
-        )
-        .await?;
+        let received = receive(&self.blobs, body, &self.body_limits, &self.tarball_limits).await?;
         let outcome = self.commit_upload(caller, request, &received).await;
         // After a promotion the temporary key is already gone; otherwise it is garbage now.
         self.blobs.discard(received.upload).await;
@@ -206,6 +200,7 @@ impl Registry {
                 });
             }
             if !promoted {
+                crate::faults::point("upload-before-blob");
                 self.blobs
                     .promote(received.upload, &received.sha256)
                     .await?;
@@ -238,8 +233,10 @@ impl Registry {
             let expected = existing.as_ref().map(|doc| doc.revision);
             let created = existing.is_none();
             let doc = apply_upload(existing, &intent, slot, now);
+            crate::faults::point("upload-after-blob");
             match self.store.put(doc, expected).await {
                 Ok(doc) => {
+                    crate::faults::point("upload-after-metadata");
                     self.changed(doc.seq);
                     return Ok(Uploaded { doc, created });
                 }

@@ -6,6 +6,7 @@ mod client;
 mod common;
 mod conformance;
 mod download;
+mod faults;
 mod federation;
 mod integrity;
 mod interop;

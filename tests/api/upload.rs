@@ -266,14 +266,25 @@ async fn invalid_tarballs_are_422_with_every_problem_listed_and_change_nothing()
 
     // Names that collide once normalised, and a PAX size that contradicts the ustar header.
     let collisions = tarball(&[
-        Entry::File("package/package.json", br#"{"name": "acme", "version": "1.0.0"}"#),
+        Entry::File(
+            "package/package.json",
+            br#"{"name": "acme", "version": "1.0.0"}"#,
+        ),
         Entry::File("package/caf\u{e9}.js", b"1"),
         Entry::File("package/CAFE\u{301}.js", b"2"),
         Entry::PaxSizeMismatch("package/smuggled.js", b"short", 4096),
     ]);
-    let body = expect_error(server.upload("acme@1", "", collisions).await, 422, "unsafe_tarball").await;
+    let body = expect_error(
+        server.upload("acme@1", "", collisions).await,
+        422,
+        "unsafe_tarball",
+    )
+    .await;
     let listed = body["errors"].to_string();
-    assert!(listed.contains("duplicate entry name") && listed.contains("PAX size 5 disagrees"), "{listed}");
+    assert!(
+        listed.contains("duplicate entry name") && listed.contains("PAX size 5 disagrees"),
+        "{listed}"
+    );
 
     // A relative symlink inside the package stays legal.
     let legal_link = tarball(&[
@@ -490,4 +501,49 @@ pub fn rand_bytes(n: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; n];
     rand::thread_rng().fill_bytes(&mut bytes);
     bytes
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_cut_off_with_408() {
+    let server = TestServer::start_with(|config| {
+        config.upload_idle_timeout = std::time::Duration::from_secs(1)
+    })
+    .await;
+    let tarball = npm_tarball("acme", "1.0.0");
+    let head = tarball[..100].to_vec();
+    // The first bytes, then nothing for longer than the idle timeout (a slow-loris client).
+    let trickle = futures::stream::unfold(0u8, move |step| {
+        let head = head.clone();
+        async move {
+            match step {
+                0 => Some((Ok::<_, std::io::Error>(head), 1)),
+                1 => {
+                    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                    Some((Ok(b"late".to_vec()), 2))
+                }
+                _ => None,
+            }
+        }
+    });
+    let response = server
+        .admin(
+            server
+                .client
+                .post(format!("{}/artefacts/npm/acme@1", server.url)),
+        )
+        .body(reqwest::Body::wrap_stream(trickle))
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, 408, "body_timeout").await;
+    assert!(
+        server.blob_keys("uploads").await.is_empty(),
+        "the abandoned upload is removed"
+    );
+    expect_error(
+        server.admin_get("/artefacts/acme@1").send().await.unwrap(),
+        404,
+        "artefact_not_found",
+    )
+    .await;
 }
