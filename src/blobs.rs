@@ -125,15 +125,42 @@ impl Blobs {
         })
     }
 
-    /// Moves a finished upload to its content address. When that address already holds the
-    /// blob (same digest, same bytes) the upload is simply dropped.
+    /// Moves a finished upload to its content address. When the address already holds the
+    /// blob (same digest, same bytes) it is replaced all the same: that refreshes its
+    /// modification time, which is what keeps a blob that was about to be collected alive (see
+    /// `gc`).
     pub async fn promote(&self, upload: Uuid, sha256: &str) -> Result<(), object_store::Error> {
         let from = BlobKey::Upload(upload).path();
         let to = BlobKey::sha256(sha256).path();
-        match self.store.head(&to).await {
-            Ok(_) => self.store.delete(&from).await,
-            Err(object_store::Error::NotFound { .. }) => self.store.rename(&from, &to).await,
-            Err(other) => Err(other),
+        self.store.rename(&from, &to).await
+    }
+
+    /// Keys under `prefix` with their last modification time.
+    pub async fn list_with_times(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, chrono::DateTime<chrono::Utc>)>, object_store::Error> {
+        let listing = self.store.list(Some(&Path::from(prefix)));
+        let metas: Vec<_> = listing.try_collect().await?;
+        Ok(metas
+            .into_iter()
+            .map(|meta| (meta.location.to_string(), meta.last_modified))
+            .collect())
+    }
+
+    /// Deletes a finished blob (for `gc`).
+    pub async fn delete(&self, key: &BlobKey) -> Result<(), object_store::Error> {
+        match self.store.delete(&key.path()).await {
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Deletes an object by the full key `list` returned.
+    pub async fn delete_listed(&self, key: &str) -> Result<(), object_store::Error> {
+        match self.store.delete(&Path::from(key)).await {
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            other => other,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod domain;
 pub mod error;
 pub mod faults;
 pub mod federation;
+pub mod gc;
 pub mod http;
 pub mod legacy;
 pub mod metrics;

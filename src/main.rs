@@ -33,6 +33,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Collect blobs no slot references any more (mark now, delete after the grace period).
+    Gc {
+        #[command(flatten)]
+        args: ServeArgs,
+        /// How long a blob must have been unreferenced (and unwritten) before it is deleted.
+        #[arg(long, default_value_t = 3600)]
+        grace_seconds: u64,
+        /// List what would be removed; remove and mark nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a tarball offline with the registry's rules (exit 0 valid, 1 not).
     Validate {
         tarball: std::path::PathBuf,
@@ -135,6 +148,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "{} line(s) failed; everything else was imported",
                 report.failed.len()
             );
+            Ok(())
+        }
+        Command::Gc {
+            args,
+            grace_seconds,
+            dry_run,
+            json,
+        } => {
+            let config = Config::from_serve_args(&args)?;
+            let registry = reliquary::open_stores_and_keys(&config).await?;
+            let grace = std::time::Duration::from_secs(grace_seconds);
+            let report = reliquary::gc::collect(&registry, grace, dry_run).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                let verb = if dry_run { "would remove" } else { "removed" };
+                for digest in &report.removed_blobs {
+                    println!("{verb} blob sha256:{digest}");
+                }
+                for upload in &report.removed_uploads {
+                    println!("{verb} abandoned upload {upload}");
+                }
+                println!(
+                    "{} blobs referenced; {} {verb}; {} newly marked (removed by a run after {grace_seconds} s); {} abandoned uploads {verb}",
+                    report.referenced,
+                    report.removed_blobs.len(),
+                    report.newly_marked.len(),
+                    report.removed_uploads.len()
+                );
+            }
             Ok(())
         }
         Command::Validate { tarball, json } => reliquary::cli::artefacts::validate(&tarball, json),

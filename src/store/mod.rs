@@ -193,6 +193,15 @@ pub trait RemoteStore: Send + Sync + 'static {
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()>;
 }
 
+/// Garbage-collection marks: when each blob was first found unreferenced.
+#[async_trait]
+pub trait GcStore: Send + Sync + 'static {
+    async fn gc_marks(&self) -> StoreResult<std::collections::HashMap<String, Timestamp>>;
+    /// Marks these digests at `at`, keeping any earlier mark.
+    async fn mark_unreferenced(&self, digests: &[String], at: Timestamp) -> StoreResult<()>;
+    async fn clear_marks(&self, digests: &[String]) -> StoreResult<()>;
+}
+
 /// Everything the server needs from a metadata backend.
-pub trait MetadataStore: ArtefactStore + KeyStore + AuditStore + RemoteStore {}
-impl<T: ArtefactStore + KeyStore + AuditStore + RemoteStore> MetadataStore for T {}
+pub trait MetadataStore: ArtefactStore + KeyStore + AuditStore + RemoteStore + GcStore {}
+impl<T: ArtefactStore + KeyStore + AuditStore + RemoteStore + GcStore> MetadataStore for T {}

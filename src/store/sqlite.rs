@@ -14,8 +14,8 @@ use reliquary_client::types::{
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 use super::{
-    ArtefactStore, AuditQuery, AuditRecord, AuditStore, BrowseQuery, Changes, KeyRecord, KeyStore,
-    RemoteConfig, RemoteRecord, RemoteState, RemoteStore, StoreError, StoreResult,
+    ArtefactStore, AuditQuery, AuditRecord, AuditStore, BrowseQuery, Changes, GcStore, KeyRecord,
+    KeyStore, RemoteConfig, RemoteRecord, RemoteState, RemoteStore, StoreError, StoreResult,
 };
 use crate::domain::visibility::Visibility;
 
@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "remotes",
         include_str!("../../migrations/sqlite/0003_remotes.sql"),
+    ),
+    (
+        4,
+        "gc_marks",
+        include_str!("../../migrations/sqlite/0004_gc_marks.sql"),
     ),
 ];
 
@@ -696,6 +701,52 @@ impl RemoteStore for SqliteStore {
                 "DELETE FROM leases WHERE name = ?1 AND holder = ?2",
                 params![name, holder],
             )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl GcStore for SqliteStore {
+    async fn gc_marks(&self) -> StoreResult<std::collections::HashMap<String, Timestamp>> {
+        self.with_conn(|conn| {
+            let mut statement = conn.prepare("SELECT sha256, marked_at FROM gc_marks")?;
+            let rows = statement.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    Timestamp::from_millis(row.get(1)?),
+                ))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn mark_unreferenced(&self, digests: &[String], at: Timestamp) -> StoreResult<()> {
+        let digests = digests.to_vec();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for digest in &digests {
+                tx.execute(
+                    "INSERT OR IGNORE INTO gc_marks (sha256, marked_at) VALUES (?1, ?2)",
+                    params![digest, at.millis()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn clear_marks(&self, digests: &[String]) -> StoreResult<()> {
+        let digests = digests.to_vec();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for digest in &digests {
+                tx.execute("DELETE FROM gc_marks WHERE sha256 = ?1", [digest])?;
+            }
+            tx.commit()?;
             Ok(())
         })
         .await

@@ -8,6 +8,7 @@ mod conformance;
 mod download;
 mod faults;
 mod federation;
+mod gc;
 mod integrity;
 mod interop;
 mod keys;

@@ -8,7 +8,9 @@ use mongodb::bson::{doc, Document};
 use reliquary_client::types::Timestamp;
 
 use super::{from_bson_doc, map_err, to_bson_doc, MongoStore};
-use crate::store::{RemoteConfig, RemoteRecord, RemoteState, RemoteStore, StoreError, StoreResult};
+use crate::store::{
+    GcStore, RemoteConfig, RemoteRecord, RemoteState, RemoteStore, StoreError, StoreResult,
+};
 
 fn remote_from(record: Document) -> StoreResult<RemoteRecord> {
     let name = record
@@ -133,6 +135,52 @@ impl RemoteStore for MongoStore {
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
         self.collection("leases")
             .delete_one(doc! {"_id": name, "holder": holder})
+            .await
+            .map(|_| ())
+            .map_err(map_err)
+    }
+}
+
+#[async_trait]
+impl GcStore for MongoStore {
+    async fn gc_marks(&self) -> StoreResult<std::collections::HashMap<String, Timestamp>> {
+        let cursor = self
+            .collection("gc_marks")
+            .find(doc! {})
+            .await
+            .map_err(map_err)?;
+        let records: Vec<Document> = cursor.try_collect().await.map_err(map_err)?;
+        Ok(records
+            .into_iter()
+            .filter_map(|r| {
+                Some((
+                    r.get_str("_id").ok()?.to_owned(),
+                    Timestamp::from_millis(r.get_i64("markedAt").ok()?),
+                ))
+            })
+            .collect())
+    }
+
+    async fn mark_unreferenced(&self, digests: &[String], at: Timestamp) -> StoreResult<()> {
+        for digest in digests {
+            self.collection("gc_marks")
+                .update_one(
+                    doc! {"_id": digest},
+                    doc! {"$setOnInsert": {"markedAt": at.millis()}},
+                )
+                .upsert(true)
+                .await
+                .map_err(map_err)?;
+        }
+        Ok(())
+    }
+
+    async fn clear_marks(&self, digests: &[String]) -> StoreResult<()> {
+        if digests.is_empty() {
+            return Ok(());
+        }
+        self.collection("gc_marks")
+            .delete_many(doc! {"_id": {"$in": digests}})
             .await
             .map(|_| ())
             .map_err(map_err)
