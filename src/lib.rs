@@ -165,6 +165,13 @@ pub async fn serve(
     registry.federation.start_all(&registry).await;
     let app = http::router(registry.clone());
     tracing::info!(address = %listener.local_addr()?, "reliquary is serving");
+    // TCP_NODELAY: without it, a response whose head and body go out as separate small writes
+    // waits for the peer's delayed ACK (~40 ms) — measured as a 40 ms floor per mirrored slot.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

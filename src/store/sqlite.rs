@@ -311,7 +311,7 @@ impl ArtefactStore for SqliteStore {
         self.with_conn(move |conn| {
             let mut statement = conn.prepare_cached(&format!(
                 "SELECT doc FROM artefacts
-                 WHERE (:after IS NULL OR id > :after)
+                 WHERE id > :after
                    AND (:kind IS NULL OR kind = :kind)
                    AND (:category IS NULL OR category = :category)
                    AND (:q IS NULL OR instr(search, :q) > 0)
@@ -322,7 +322,9 @@ impl ArtefactStore for SqliteStore {
             let kind = query.kind.map(Kind::as_str);
             let limit = query.limit as i64;
             let own: [(&str, &dyn rusqlite::ToSql); 5] = [
-                (":after", &query.after),
+                // "" sorts before every id: the first page. A plain range keeps the primary
+                // key usable, so a page costs the same wherever it starts.
+                (":after", &query.after.as_deref().unwrap_or("")),
                 (":kind", &kind),
                 (":category", &query.category),
                 (":q", &q),

@@ -1,0 +1,303 @@
+"""Reliquary benchmarks, driven by scripts/bench. Every figure is compared with a baseline
+measured in the same run (these machines are noisy), and medians of several runs are quoted.
+Writes docs/benchmarks.md. Loopback only; everything it starts it stops.
+"""
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import urllib.request
+import zlib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target/release/reliquary")
+WORK = tempfile.mkdtemp(prefix="reliquary-bench-")
+TOKEN = "bench-admin-token-0123456789abcdefghijkl"
+RUNS = int(os.environ.get("RELIQUARY_BENCH_RUNS", "3"))
+SIZES_MIB = [int(s) for s in os.environ.get("RELIQUARY_BENCH_SIZES", "64,256,1024").split(",")]
+STARTED = []
+rows = []
+
+
+def log(message):
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def serve(name):
+    """A fresh `reliquary serve` (release build) with its own data dir; returns (url, process)."""
+    port = free_port()
+    data = os.path.join(WORK, f"data-{name}-{port}")
+    env = dict(os.environ, RELIQUARY_ADMIN_TOKEN=TOKEN, RELIQUARY_LOG="warn")
+    process = subprocess.Popen(
+        [BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data,
+         "--max-upload-bytes", str(4 << 30), "--anonymous-read", "all"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(WORK, f"{name}.log"), "w"))
+    STARTED.append(process)
+    wait_port(port)
+    return f"http://127.0.0.1:{port}", process
+
+
+def stop(process):
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def peak_rss_mib(process):
+    with open(f"/proc/{process.pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def timed(command, **kwargs):
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, **kwargs)
+    return time.perf_counter() - started
+
+
+def median_of(fn, runs=RUNS):
+    return statistics.median(fn() for _ in range(runs))
+
+
+def make_tarball(mib):
+    """An npm-pack-shaped tarball with a random payload, compressed with gzip -1."""
+    path = os.path.join(WORK, f"payload-{mib}.tgz")
+    if os.path.exists(path):
+        return path
+    manifest = json.dumps({"name": "bench", "version": f"1.0.{mib}"}).encode()
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) as gz:
+        with tarfile.open(fileobj=gz, mode="w|") as tar:
+            info = tarfile.TarInfo("package/package.json")
+            info.size = len(manifest)
+            tar.addfile(info, io.BytesIO(manifest))
+            info = tarfile.TarInfo("package/payload.bin")
+            info.size = mib << 20
+            tar.addfile(info, RandomReader(mib << 20))
+    return path
+
+
+class RandomReader:
+    def __init__(self, size):
+        self.left = size
+
+    def read(self, n=-1):
+        n = self.left if n < 0 else min(n, self.left)
+        self.left -= n
+        return os.urandom(n)
+
+
+def upload(url, id_, path, arch="noarch"):
+    return timed(["curl", "-sS", "--fail-with-body", "-X", "POST", "-H", f"Authorization: Bearer {TOKEN}",
+                  "-H", "Content-Type: application/gzip", "--data-binary", f"@{path}",
+                  f"{url}/artefacts/npm/{id_}?architecture={arch}"])
+
+
+def baseline_hash_and_inflate(path):
+    hashing = timed(["openssl", "dgst", "-sha256", path])
+    started = time.perf_counter()
+    inflater = zlib.decompressobj(31)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            inflater.decompress(chunk)
+    return hashing + (time.perf_counter() - started)
+
+
+def bench_upload_download():
+    log("upload and download")
+    nginx_root = os.path.join(WORK, "nginx-root")
+    os.makedirs(nginx_root, exist_ok=True)
+    nginx_url, nginx = start_nginx(nginx_root)
+    for mib in SIZES_MIB:
+        path = make_tarball(mib)
+        size = os.path.getsize(path)
+        url, server = serve(f"upload-{mib}")
+        uploads = []
+        for run in range(RUNS):
+            # Each run a new version, so every upload is stored (not answered as a retry).
+            uploads.append(upload(url, f"bench{run}@1", path))
+        upload_s = statistics.median(uploads)
+        upload_rss = peak_rss_mib(server)
+        baseline = median_of(lambda: baseline_hash_and_inflate(path))
+        rows.append(("Upload", f"{mib} MiB tarball (gzip -1)", f"{upload_s:.2f} s",
+                     f"openssl sha256 + zlib inflate, sequential: {baseline:.2f} s",
+                     f"{upload_s / baseline:.2f}", "<= 1.0"))
+        rows.append(("Upload", f"peak server RSS, {mib} MiB", f"{upload_rss:.0f} MiB", "-", "-", "<= 64 MiB, flat"))
+        if mib == 256 or mib == SIZES_MIB[0]:
+            shutil.copy(path, os.path.join(nginx_root, "payload.tgz"))
+            ours = median_of(lambda: timed(["curl", "-sS", "-o", "/dev/null", f"{url}/artefacts/bench0@1/tarball"]), RUNS + 2)
+            theirs = median_of(lambda: timed(["curl", "-sS", "-o", "/dev/null", f"{nginx_url}/payload.tgz"]), RUNS + 2)
+            rows.append(("Download", f"{mib} MiB tarball", f"{ours:.3f} s", f"nginx sendfile: {theirs:.3f} s",
+                         f"{ours / theirs:.2f}", "<= 1.1"))
+            rows.append(("Download", f"peak server RSS after downloads, {mib} MiB", f"{peak_rss_mib(server):.0f} MiB",
+                         "-", "-", "<= 64 MiB"))
+        stop(server)
+    stop(nginx)
+
+
+def start_nginx(root):
+    port = free_port()
+    conf = os.path.join(WORK, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""
+daemon off; worker_processes 1; pid {WORK}/nginx.pid; error_log {WORK}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
+  types {{ application/gzip tgz; application/json json; }}
+  client_body_temp_path {WORK}/nginx-body; proxy_temp_path {WORK}/nginx-proxy;
+  fastcgi_temp_path {WORK}/nginx-fcgi; uwsgi_temp_path {WORK}/nginx-uwsgi; scgi_temp_path {WORK}/nginx-scgi;
+  server {{ listen 127.0.0.1:{port}; root {root}; }}
+}}
+""")
+    process = subprocess.Popen(["nginx", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    STARTED.append(process)
+    wait_port(port)
+    return f"http://127.0.0.1:{port}", process
+
+
+def wrk(url, headers=()):
+    command = ["wrk", "-t1", "-c32", "-d5s", "--latency"]
+    for header in headers:
+        command += ["-H", header]
+    out = subprocess.run(command + [url], check=True, capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    return rps, float(p99.group(1)) * scale
+
+
+def bench_small_requests():
+    log("small requests under load (wrk -t1 -c32 -d5s)")
+    url, server = serve("small")
+    small = os.path.join(WORK, "small.tgz")
+    manifest = json.dumps({"name": "small", "version": "1.0.0"}).encode()
+    with open(small, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) as gz:
+        with tarfile.open(fileobj=gz, mode="w|") as tar:
+            for name, data in (("package/package.json", manifest), ("package/index.js", os.urandom(6 << 10))):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    upload(url, "small@1", small)
+    nginx_root = os.path.join(WORK, "nginx-small")
+    os.makedirs(nginx_root, exist_ok=True)
+    shutil.copy(small, os.path.join(nginx_root, "small.tgz"))
+    with urllib.request.urlopen(f"{url}/artefacts/small@1") as response:
+        doc = response.read()
+        etag = response.headers["ETag"]
+    with open(os.path.join(nginx_root, "doc.json"), "wb") as f:
+        f.write(doc)
+    nginx_url, nginx = start_nginx(nginx_root)
+    nginx_rps, nginx_p99 = statistics.median([wrk(f"{nginx_url}/small.tgz")[0] for _ in range(RUNS)]), wrk(f"{nginx_url}/small.tgz")[1]
+    for label, target, headers in (
+        ("GET /artefacts/{id} with If-None-Match (304)", f"{url}/artefacts/small@1", (f"If-None-Match: {etag}",)),
+        ("GET /artefacts/{id}", f"{url}/artefacts/small@1", ()),
+        ("6 KiB tarball download", f"{url}/artefacts/small@1/tarball", ()),
+    ):
+        results = [wrk(target, headers) for _ in range(RUNS)]
+        rps = statistics.median(r[0] for r in results)
+        p99 = statistics.median(r[1] for r in results)
+        rows.append(("Small requests", label, f"{rps:,.0f} req/s, p99 {p99:.2f} ms",
+                     f"nginx, same 6 KiB file: {nginx_rps:,.0f} req/s, p99 {nginx_p99:.2f} ms",
+                     f"{rps / nginx_rps:.2f}x", ">= 0.5x nginx"))
+    stop(nginx)
+    stop(server)
+
+
+def bench_in_process():
+    """The parts measured inside one process by benches/bench.rs (list, federation, client)."""
+    log("in-process benchmarks (benches/bench.rs)")
+    out = subprocess.run(["cargo", "bench", "--quiet", "--bench", "bench"], cwd=ROOT, check=True,
+                         stdout=subprocess.PIPE, text=True, env=dict(os.environ, RELIQUARY_BENCH_WORK=WORK)).stdout
+    for line in out.splitlines():
+        if line.startswith("ROW\t"):
+            rows.append(tuple(line.split("\t")[1:]))
+
+
+def machine():
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
+    return f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB memory, {os.uname().sysname} {os.uname().release}"
+
+
+def write_report():
+    lines = [
+        "# Benchmarks",
+        "",
+        "Produced by `scripts/bench` (which runs `scripts/bench.py` and `benches/bench.rs`); every",
+        "figure is compared with a baseline measured in the same run, and is the median of",
+        f"{RUNS} runs unless stated otherwise. Release build, loopback only.",
+        "",
+        f"- Machine: {machine()}",
+        f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"- Command: `scripts/bench` (sizes {', '.join(map(str, SIZES_MIB))} MiB)",
+        "",
+        "| area | measurement | Reliquary | baseline, same run | ratio | goal |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(str(c) for c in row) + " |")
+    notes_path = os.path.join(ROOT, "docs/benchmarks-notes.md")
+    if os.path.exists(notes_path):
+        lines += ["", open(notes_path).read().strip()]
+    with open(os.path.join(ROOT, "docs/benchmarks.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main():
+    try:
+        sections = os.environ.get("RELIQUARY_BENCH_SECTIONS", "transfer,small,inprocess").split(",")
+        if "transfer" in sections:
+            bench_upload_download()
+        if "small" in sections:
+            bench_small_requests()
+        if "inprocess" in sections:
+            bench_in_process()
+        write_report()
+    finally:
+        for process in STARTED:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        shutil.rmtree(WORK, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
