@@ -27,7 +27,7 @@ fn percentile(samples: &mut [f64], p: f64) -> f64 {
 fn artefact(i: usize, now: Timestamp) -> Artefact {
     Artefact {
         id: format!("pkg{i:06}@1"),
-        kind: if i % 10 == 0 {
+        kind: if i.is_multiple_of(10) {
             Kind::Branch
         } else {
             Kind::Release
@@ -36,7 +36,14 @@ fn artefact(i: usize, now: Timestamp) -> Artefact {
         version: "1.0.0".into(),
         licence: Some("MIT".into()),
         description: Some(format!("benchmark artefact {i}")),
-        category: Some(if i % 2 == 0 { "plugins" } else { "services" }.into()),
+        category: Some(
+            if i.is_multiple_of(2) {
+                "plugins"
+            } else {
+                "services"
+            }
+            .into(),
+        ),
         tarballs: BTreeMap::from([(
             "noarch".to_owned(),
             Slot {
