@@ -120,7 +120,7 @@ class RandomReader:
 
 def upload(url, id_, path, arch="noarch"):
     return timed(["curl", "-sS", "--fail-with-body", "-X", "POST", "-H", f"Authorization: Bearer {TOKEN}",
-                  "-H", "Content-Type: application/gzip", "--data-binary", f"@{path}",
+                  "-H", "Content-Type: application/gzip", "-T", path,
                   f"{url}/artefacts/npm/{id_}?architecture={arch}"])
 
 
@@ -273,9 +273,10 @@ def write_report():
     ]
     for row in rows:
         lines.append("| " + " | ".join(str(c) for c in row) + " |")
-    notes_path = os.path.join(ROOT, "docs/benchmarks-notes.md")
-    if os.path.exists(notes_path):
-        lines += ["", open(notes_path).read().strip()]
+    for extra in ("docs/benchmarks-notes.md", "docs/benchmarks-soak.md"):
+        path = os.path.join(ROOT, extra)
+        if os.path.exists(path):
+            lines += ["", open(path).read().strip()]
     with open(os.path.join(ROOT, "docs/benchmarks.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
