@@ -5,7 +5,7 @@
 //! promoted only once their digest is known and validated.
 
 use std::ops::Range;
-use std::path::Path as FsPath;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,18 +56,29 @@ pub struct BlobStream {
 #[derive(Clone)]
 pub struct Blobs {
     store: Arc<dyn ObjectStore>,
+    /// For local storage, the directory behind `store`: downloads read files directly.
+    local_root: Option<PathBuf>,
 }
+
+/// Read size for local downloads: large reads keep the copy loop cheap.
+const LOCAL_READ_CHUNK: usize = 256 * 1024;
 
 impl Blobs {
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            local_root: None,
+        }
     }
 
     /// Blobs under a local directory, created if missing.
     pub fn local(root: &FsPath) -> std::io::Result<Self> {
         std::fs::create_dir_all(root)?;
         let store = LocalFileSystem::new_with_prefix(root).map_err(std::io::Error::other)?;
-        Ok(Self::new(Arc::new(store)))
+        Ok(Self {
+            store: Arc::new(store),
+            local_root: Some(root.canonicalize()?),
+        })
     }
 
     /// Blobs in an S3 bucket under a root dir: `s3://bucket/root-dir`. Credentials and region
@@ -195,6 +206,9 @@ impl Blobs {
         key: &BlobKey,
         range: Option<Range<u64>>,
     ) -> Result<BlobStream, object_store::Error> {
+        if let Some(root) = &self.local_root {
+            return open_local(root, key, range).await;
+        }
         let options = GetOptions {
             range: range.map(GetRange::Bounded),
             ..Default::default()
@@ -229,6 +243,49 @@ impl Blobs {
         let mut listing = self.store.list(Some(&Path::from("sha256")));
         listing.try_next().await.map(|_| ())
     }
+}
+
+/// A local file read with large buffered reads on the async runtime: object_store's local
+/// backend reads in small chunks, each on the blocking pool, which made downloads several
+/// times slower than the disk (see docs/benchmarks.md).
+async fn open_local(
+    root: &FsPath,
+    key: &BlobKey,
+    range: Option<Range<u64>>,
+) -> Result<BlobStream, object_store::Error> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let path = root.join(key.path().as_ref());
+    let not_found = |source: std::io::Error| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            object_store::Error::NotFound {
+                path: path.display().to_string(),
+                source: Box::new(source),
+            }
+        } else {
+            object_store::Error::Generic {
+                store: "local",
+                source: Box::new(source),
+            }
+        }
+    };
+    let mut file = tokio::fs::File::open(&path).await.map_err(not_found)?;
+    let size = file.metadata().await.map_err(not_found)?.len();
+    let range = range.unwrap_or(0..size);
+    file.seek(std::io::SeekFrom::Start(range.start))
+        .await
+        .map_err(not_found)?;
+    let reader = file.take(range.end.saturating_sub(range.start));
+    let body =
+        tokio_util::io::ReaderStream::with_capacity(reader, LOCAL_READ_CHUNK).map_err(|source| {
+            object_store::Error::Generic {
+                store: "local",
+                source: Box::new(source),
+            }
+        });
+    Ok(BlobStream {
+        size,
+        body: body.boxed(),
+    })
 }
 
 /// An upload being streamed into the blob store.

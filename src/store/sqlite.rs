@@ -49,14 +49,32 @@ const VISIBLE: &str = "(:releases_only = 0 OR kind = 'release')
     AND (:id_prefix IS NULL OR substr(id, 1, length(:id_prefix)) = :id_prefix)
     AND (:vis_category IS NULL OR category = :vis_category)";
 
+/// Connections that serve reads; WAL mode lets them run alongside the writer and each other.
+const READERS: usize = 4;
+
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// The one writer: SQLite serialises writers anyway, and one connection makes that explicit.
     conn: Arc<Mutex<Connection>>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file. Migrations are applied by [`Self::migrate`].
     pub fn open(path: &Path) -> StoreResult<Self> {
+        let conn = Self::connect(path)?;
+        let readers = (0..READERS)
+            .map(|_| Self::connect(path).map(Mutex::new))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(readers),
+            next_reader: Arc::default(),
+        })
+    }
+
+    fn connect(path: &Path) -> StoreResult<Connection> {
         let conn = Connection::open(path).map_err(map_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(map_err)?;
@@ -67,9 +85,33 @@ impl SqliteStore {
             .map_err(map_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(map_err)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+        Ok(conn)
+    }
+
+    /// Runs a read on one of the reader connections.
+    async fn with_reader<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let start = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            // Take the first idle reader, starting from a rotating position.
+            let idle = (0..readers.len())
+                .find_map(|i| readers[(start + i) % readers.len()].try_lock().ok());
+            let mut guard = match idle {
+                Some(guard) => guard,
+                None => readers[start % readers.len()]
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            };
+            f(&mut guard)
         })
+        .await
+        .map_err(|e| StoreError::Other(format!("sqlite task failed: {e}")))?
     }
 
     /// Applies pending migrations and returns the names of those applied. Refuses a database
@@ -198,7 +240,7 @@ impl ArtefactStore for SqliteStore {
     async fn get(&self, id: &str, visibility: &Visibility) -> StoreResult<Option<Artefact>> {
         let id = id.to_owned();
         let filter = filter_params(visibility);
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let doc: Option<String> = conn
                 .query_row(
                     &format!("SELECT doc FROM artefacts WHERE id = :id AND {VISIBLE}"),
@@ -308,7 +350,7 @@ impl ArtefactStore for SqliteStore {
     ) -> StoreResult<Vec<Artefact>> {
         let query = query.clone();
         let filter = filter_params(visibility);
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let mut statement = conn.prepare_cached(&format!(
                 "SELECT doc FROM artefacts
                  WHERE id > :after
@@ -345,7 +387,7 @@ impl ArtefactStore for SqliteStore {
         visibility: &Visibility,
     ) -> StoreResult<Changes> {
         let filter = filter_params(visibility);
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             // One read transaction: the page and lastSeq come from the same snapshot.
             let tx = conn.transaction()?;
             let last_seq: i64 =
@@ -399,7 +441,7 @@ impl ArtefactStore for SqliteStore {
     }
 
     async fn referenced_blobs(&self) -> StoreResult<Vec<String>> {
-        self.with_conn(|conn| {
+        self.with_reader(|conn| {
             let mut statement = conn.prepare(
                 "SELECT DISTINCT json_extract(slot.value, '$.sha256')
                  FROM artefacts, json_each(artefacts.doc, '$.tarballs') AS slot",
@@ -411,7 +453,7 @@ impl ArtefactStore for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.with_conn(|conn| {
+        self.with_reader(|conn| {
             conn.query_row("SELECT value FROM counters WHERE name = 'seq'", [], |row| {
                 row.get::<_, i64>(0)
             })?;
@@ -439,7 +481,7 @@ impl KeyStore for SqliteStore {
 
     async fn key_by_token_hash(&self, token_sha256: &str) -> StoreResult<Option<ApiKey>> {
         let hash = token_sha256.to_owned();
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let doc: Option<String> = conn
                 .query_row(
                     "SELECT doc FROM api_keys WHERE token_sha256 = ?1",
@@ -453,7 +495,7 @@ impl KeyStore for SqliteStore {
     }
 
     async fn list_keys(&self) -> StoreResult<Vec<ApiKey>> {
-        self.with_conn(|conn| {
+        self.with_reader(|conn| {
             let mut statement = conn.prepare("SELECT doc FROM api_keys")?;
             let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
             let mut keys: Vec<ApiKey> = rows
@@ -534,7 +576,7 @@ impl AuditStore for SqliteStore {
 
     async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
         let query = query.clone();
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let before: Option<i64> = query.before.as_deref().and_then(|b| b.parse().ok());
             let mut statement = conn.prepare_cached(
                 "SELECT id, at, action, outcome, key_id, key_name, artefact_id, architecture, detail, remote_addr
@@ -613,7 +655,7 @@ impl RemoteStore for SqliteStore {
     }
 
     async fn list_remotes(&self) -> StoreResult<Vec<RemoteRecord>> {
-        self.with_conn(|conn| {
+        self.with_reader(|conn| {
             let mut statement = conn.prepare(
                 "SELECT r.name, r.config, r.token, s.state FROM remotes r
                  LEFT JOIN remote_state s ON s.name = r.name ORDER BY r.name",
@@ -671,7 +713,7 @@ impl RemoteStore for SqliteStore {
 
     async fn mirrored_by(&self, remote: &str) -> StoreResult<Vec<(String, i64)>> {
         let remote = remote.to_owned();
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let mut statement = conn.prepare_cached(
                 "SELECT id, revision FROM artefacts WHERE json_extract(doc, '$.origin.remote') = ?1 ORDER BY id",
             )?;
@@ -712,7 +754,7 @@ impl RemoteStore for SqliteStore {
 #[async_trait]
 impl GcStore for SqliteStore {
     async fn gc_marks(&self) -> StoreResult<std::collections::HashMap<String, Timestamp>> {
-        self.with_conn(|conn| {
+        self.with_reader(|conn| {
             let mut statement = conn.prepare("SELECT sha256, marked_at FROM gc_marks")?;
             let rows = statement.query_map([], |row| {
                 Ok((
