@@ -103,7 +103,14 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn revoke_key(&self, id: &str, at: Timestamp) -> StoreResult<ApiKey>;
     async fn touch_key(&self, id: &str, at: Timestamp) -> StoreResult<()>;
     /// Whether any admin key that is neither revoked nor expired exists.
-    async fn has_usable_admin(&self) -> StoreResult<bool>;
+    async fn has_usable_admin(&self) -> StoreResult<bool> {
+        let now = Timestamp::now();
+        Ok(self.list_keys().await?.iter().any(|k| {
+            k.role == reliquary_client::types::Role::Admin
+                && k.revoked_at.is_none()
+                && k.expires_at.is_none_or(|at| at > now)
+        }))
+    }
 }
 
 /// An audit event to append; the store assigns its id.

@@ -8,9 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use reliquary_client::types::{
-    ApiKey, Artefact, AuditEntry, Change, Kind, Role, Timestamp, Tombstone,
-};
+use reliquary_client::types::{ApiKey, Artefact, AuditEntry, Change, Kind, Timestamp, Tombstone};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 use super::{
@@ -540,13 +538,6 @@ impl KeyStore for SqliteStore {
             Ok(())
         })
         .await
-    }
-
-    async fn has_usable_admin(&self) -> StoreResult<bool> {
-        let now = Timestamp::now();
-        Ok(self.list_keys().await?.iter().any(|k| {
-            k.role == Role::Admin && k.revoked_at.is_none() && k.expires_at.is_none_or(|e| e > now)
-        }))
     }
 }
 

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use futures::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{doc, Document};
-use reliquary_client::types::{ApiKey, AuditEntry, Role, Timestamp};
+use reliquary_client::types::{ApiKey, AuditEntry, Timestamp};
 
 use super::{from_bson_doc, map_err, to_bson_doc, MongoStore};
 use crate::store::{
@@ -91,13 +91,6 @@ impl KeyStore for MongoStore {
             .await
             .map(|_| ())
             .map_err(map_err)
-    }
-
-    async fn has_usable_admin(&self) -> StoreResult<bool> {
-        let now = Timestamp::now();
-        Ok(self.list_keys().await?.iter().any(|k| {
-            k.role == Role::Admin && k.revoked_at.is_none() && k.expires_at.is_none_or(|e| e > now)
-        }))
     }
 }
 
