@@ -156,8 +156,8 @@ def bench_upload_download():
         rows.append(("Upload", f"peak server RSS, {mib} MiB", f"{upload_rss:.0f} MiB", "-", "-", "<= 64 MiB, flat"))
         if mib == 256 or mib == SIZES_MIB[0]:
             shutil.copy(path, os.path.join(nginx_root, "payload.tgz"))
-            ours = median_of(lambda: timed(["curl", "-sS", "-o", "/dev/null", f"{url}/artefacts/bench0@1/tarball"]), RUNS + 2)
-            theirs = median_of(lambda: timed(["curl", "-sS", "-o", "/dev/null", f"{nginx_url}/payload.tgz"]), RUNS + 2)
+            ours = median_of(lambda: timed(["curl", "-sSf", "-o", "/dev/null", f"{url}/artefacts/bench0@1/tarball"]), RUNS + 2)
+            theirs = median_of(lambda: timed(["curl", "-sSf", "-o", "/dev/null", f"{nginx_url}/payload.tgz"]), RUNS + 2)
             rows.append(("Download", f"{mib} MiB tarball", f"{ours:.3f} s", f"nginx sendfile: {theirs:.3f} s",
                          f"{ours / theirs:.2f}", "<= 1.1"))
             rows.append(("Download", f"peak server RSS after downloads, {mib} MiB", f"{peak_rss_mib(server):.0f} MiB",
@@ -171,7 +171,7 @@ def start_nginx(root):
     conf = os.path.join(WORK, "nginx.conf")
     with open(conf, "w") as f:
         f.write(f"""
-daemon off; worker_processes 1; pid {WORK}/nginx.pid; error_log {WORK}/nginx-error.log;
+daemon off; worker_processes 1; user root; pid {WORK}/nginx.pid; error_log {WORK}/nginx-error.log;
 events {{ worker_connections 1024; }}
 http {{
   access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
@@ -192,6 +192,8 @@ def wrk(url, headers=()):
     for header in headers:
         command += ["-H", header]
     out = subprocess.run(command + [url], check=True, capture_output=True, text=True).stdout
+    if "Non-2xx or 3xx responses" in out:
+        raise RuntimeError(f"{url} answered errors under load:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]

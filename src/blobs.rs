@@ -61,7 +61,7 @@ pub struct Blobs {
 }
 
 /// Read size for local downloads: large reads keep the copy loop cheap.
-const LOCAL_READ_CHUNK: usize = 256 * 1024;
+const LOCAL_READ_CHUNK: usize = 1024 * 1024;
 
 impl Blobs {
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
@@ -253,12 +253,36 @@ async fn open_local(
     key: &BlobKey,
     range: Option<Range<u64>>,
 ) -> Result<BlobStream, object_store::Error> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    use std::io::{Read, Seek};
     let path = root.join(key.path().as_ref());
-    let not_found = |source: std::io::Error| {
+    let describe = path.display().to_string();
+    // One trip to the blocking pool opens, sizes and positions the file, and reads it whole when
+    // it is small: most plugin tarballs are, and each extra trip costs more than the read.
+    let opened = tokio::task::spawn_blocking(
+        move || -> std::io::Result<(u64, u64, Result<Bytes, std::fs::File>)> {
+            let mut file = std::fs::File::open(&path)?;
+            let size = file.metadata()?.len();
+            let range = range.unwrap_or(0..size);
+            let length = range.end.saturating_sub(range.start);
+            file.seek(std::io::SeekFrom::Start(range.start))?;
+            if length <= LOCAL_READ_CHUNK as u64 {
+                let mut bytes = Vec::with_capacity(length as usize);
+                file.take(length).read_to_end(&mut bytes)?;
+                Ok((size, length, Ok(Bytes::from(bytes))))
+            } else {
+                Ok((size, length, Err(file)))
+            }
+        },
+    )
+    .await
+    .map_err(|e| object_store::Error::Generic {
+        store: "local",
+        source: Box::new(e),
+    })?;
+    let (size, length, content) = opened.map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             object_store::Error::NotFound {
-                path: path.display().to_string(),
+                path: describe,
                 source: Box::new(source),
             }
         } else {
@@ -267,25 +291,21 @@ async fn open_local(
                 source: Box::new(source),
             }
         }
+    })?;
+    let body = match content {
+        Ok(bytes) => futures::stream::once(async move { Ok(bytes) }).boxed(),
+        Err(file) => {
+            use tokio::io::AsyncReadExt;
+            let reader = tokio::fs::File::from_std(file).take(length);
+            tokio_util::io::ReaderStream::with_capacity(reader, LOCAL_READ_CHUNK)
+                .map_err(|source| object_store::Error::Generic {
+                    store: "local",
+                    source: Box::new(source),
+                })
+                .boxed()
+        }
     };
-    let mut file = tokio::fs::File::open(&path).await.map_err(not_found)?;
-    let size = file.metadata().await.map_err(not_found)?.len();
-    let range = range.unwrap_or(0..size);
-    file.seek(std::io::SeekFrom::Start(range.start))
-        .await
-        .map_err(not_found)?;
-    let reader = file.take(range.end.saturating_sub(range.start));
-    let body =
-        tokio_util::io::ReaderStream::with_capacity(reader, LOCAL_READ_CHUNK).map_err(|source| {
-            object_store::Error::Generic {
-                store: "local",
-                source: Box::new(source),
-            }
-        });
-    Ok(BlobStream {
-        size,
-        body: body.boxed(),
-    })
+    Ok(BlobStream { size, body })
 }
 
 /// An upload being streamed into the blob store.
