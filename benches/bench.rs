@@ -392,7 +392,7 @@ async fn client_cache() {
         "Client",
         "cold ensure of a 64 MiB tarball (verify + safe extract)",
         format!("{ours:.2} s"),
-        format!("curl | tar xz: {theirs:.2} s"),
+        format!("curl \\| tar xz: {theirs:.2} s"),
         format!("{:.2}", ours / theirs),
         "<= 1.2",
     );
