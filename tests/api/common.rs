@@ -103,6 +103,27 @@ impl TestServer {
         self.admin(self.get(path))
     }
 
+    /// An admin request with any method to `path`.
+    pub fn admin_request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        self.admin(self.client.request(method, format!("{}{path}", self.url)))
+    }
+
+    pub fn admin_post(&self, path: &str) -> RequestBuilder {
+        self.admin_request(reqwest::Method::POST, path)
+    }
+
+    pub fn admin_put(&self, path: &str) -> RequestBuilder {
+        self.admin_request(reqwest::Method::PUT, path)
+    }
+
+    pub fn admin_patch(&self, path: &str) -> RequestBuilder {
+        self.admin_request(reqwest::Method::PATCH, path)
+    }
+
+    pub fn admin_delete(&self, path: &str) -> RequestBuilder {
+        self.admin_request(reqwest::Method::DELETE, path)
+    }
+
     /// Uploads `tarball` as the raw body with the admin token.
     pub async fn upload(&self, id: &str, query: &str, tarball: Vec<u8>) -> Response {
         self.admin(

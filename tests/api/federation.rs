@@ -27,7 +27,7 @@ async fn add_remote(mirror: &TestServer, name: &str, origin: &TestServer, extra:
         body[k] = v.clone();
     }
     let response = mirror
-        .admin(mirror.client.put(format!("{}/remotes/{name}", mirror.url)))
+        .admin_put(&format!("/remotes/{name}"))
         .json(&body)
         .send()
         .await
@@ -235,10 +235,7 @@ async fn updates_new_slots_and_deletions_follow() {
     assert_eq!(doc(&staging, "gone@1").await.0, 404);
 
     production
-        .admin(production.client.delete(format!(
-            "{}/artefacts/acme@1/tarballs/arm64",
-            production.url
-        )))
+        .admin_delete("/artefacts/acme@1/tarballs/arm64")
         .send()
         .await
         .unwrap();
@@ -677,7 +674,7 @@ async fn remotes_are_validated_and_admin_only() {
         "{message}"
     );
     let unreachable = staging
-        .admin(staging.client.put(format!("{}/remotes/prod", staging.url)))
+        .admin_put("/remotes/prod")
         .json(&json!({"url": "http://127.0.0.1:9", "token": "rlq_x"}))
         .send()
         .await
@@ -687,7 +684,7 @@ async fn remotes_are_validated_and_admin_only() {
         .await
         .token;
     let to_self = staging
-        .admin(staging.client.put(format!("{}/remotes/me", staging.url)))
+        .admin_put("/remotes/me")
         .json(&json!({"url": staging.url, "token": itself}))
         .send()
         .await

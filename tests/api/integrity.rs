@@ -111,10 +111,7 @@ async fn attestations_are_stored_with_the_slot_and_served_as_given() {
             reqwest::multipart::Part::bytes(npm_tarball("acme", "1.0.0")),
         );
     let response = server
-        .admin(server.client.post(format!(
-            "{}/artefacts/npm/acme@1?architecture=x64",
-            server.url
-        )))
+        .admin_post("/artefacts/npm/acme@1?architecture=x64")
         .multipart(form)
         .send()
         .await
@@ -151,10 +148,7 @@ async fn attestations_are_stored_with_the_slot_and_served_as_given() {
             reqwest::multipart::Part::bytes(npm_tarball("acme", "1.0.1")),
         );
     let response = server
-        .admin(server.client.post(format!(
-            "{}/artefacts/npm/acme@1?architecture=x64",
-            server.url
-        )))
+        .admin_post("/artefacts/npm/acme@1?architecture=x64")
         .multipart(oversized)
         .send()
         .await

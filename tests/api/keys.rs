@@ -7,12 +7,7 @@ use crate::common::*;
 
 /// Creates a key through the API and returns its token.
 pub async fn create_key(server: &TestServer, body: Value) -> CreatedKey {
-    let response = server
-        .admin(server.client.post(format!("{}/keys", server.url)))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = server.admin_post("/keys").json(&body).send().await.unwrap();
     assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
     response.json().await.unwrap()
 }
@@ -368,21 +363,21 @@ async fn expired_and_revoked_keys_are_401_and_revoked_ones_stay_listed() {
     let server = TestServer::start().await;
     let past = Timestamp::from_millis(Timestamp::now().millis() - 1000);
     let refused = server
-        .admin(server.client.post(format!("{}/keys", server.url)))
+        .admin_post("/keys")
         .json(&json!({"name": "old", "role": "read", "expiresAt": past}))
         .send()
         .await
         .unwrap();
     expect_error(refused, 400, "invalid_key").await;
     let scoped_admin = server
-        .admin(server.client.post(format!("{}/keys", server.url)))
+        .admin_post("/keys")
         .json(&json!({"name": "x", "role": "admin", "allowedCategory": "c"}))
         .send()
         .await
         .unwrap();
     expect_error(scoped_admin, 400, "invalid_key").await;
     let bad_role = server
-        .admin(server.client.post(format!("{}/keys", server.url)))
+        .admin_post("/keys")
         .json(&json!({"name": "x", "role": "root"}))
         .send()
         .await

@@ -210,7 +210,7 @@ async fn patch_changes_metadata_but_not_data_updated_at() {
         .await;
     let url = format!("{}/artefacts/acme@1", server.url);
     let patched: Value = server
-        .admin(server.client.patch(&url))
+        .admin_patch("/artefacts/acme@1")
         .json(&json!({"category": "services", "description": "Better words"}))
         .send()
         .await
@@ -225,7 +225,7 @@ async fn patch_changes_metadata_but_not_data_updated_at() {
     assert!(patched["seq"].as_i64() > created["seq"].as_i64());
 
     let bad_json = server
-        .admin(server.client.patch(&url))
+        .admin_patch("/artefacts/acme@1")
         .header("content-type", "application/json")
         .body("{\"category\": ")
         .send()
@@ -237,7 +237,7 @@ async fn patch_changes_metadata_but_not_data_updated_at() {
         "{body}"
     );
     let unknown_field = server
-        .admin(server.client.patch(&url))
+        .admin_patch("/artefacts/acme@1")
         .json(&json!({"kind": "branch"}))
         .send()
         .await

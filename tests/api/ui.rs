@@ -58,7 +58,7 @@ async fn the_ui_works_in_a_real_browser() {
         .await
         .token;
     let remote = server
-        .admin(server.client.put(format!("{}/remotes/prod", server.url)))
+        .admin_put("/remotes/prod")
         .json(&json!({"url": production.url, "token": peer_token, "enabled": false}))
         .send()
         .await

@@ -170,10 +170,7 @@ async fn multipart_uploads_read_the_tarball_field() {
             reqwest::multipart::Part::bytes(tarball.clone()).file_name("acme-1.0.0.tgz"),
         );
     let response = server
-        .admin(server.client.post(format!(
-            "{}/artefacts/npm/acme@1?architecture=arm64",
-            server.url
-        )))
+        .admin_post("/artefacts/npm/acme@1?architecture=arm64")
         .multipart(form)
         .send()
         .await
