@@ -239,12 +239,12 @@ impl ArtefactStore for SqliteStore {
         let id = id.to_owned();
         let filter = filter_params(visibility);
         self.with_reader(move |conn| {
+            // Cached statements: reads are the hot path, and parsing SQL is not free.
             let doc: Option<String> = conn
-                .query_row(
-                    &format!("SELECT doc FROM artefacts WHERE id = :id AND {VISIBLE}"),
-                    bind(&filter, &[(":id", &id)]).as_slice(),
-                    |row| row.get(0),
-                )
+                .prepare_cached(&format!(
+                    "SELECT doc FROM artefacts WHERE id = :id AND {VISIBLE}"
+                ))?
+                .query_row(bind(&filter, &[(":id", &id)]).as_slice(), |row| row.get(0))
                 .optional()?;
             doc.as_deref().map(from_json).transpose()
         })
@@ -481,11 +481,8 @@ impl KeyStore for SqliteStore {
         let hash = token_sha256.to_owned();
         self.with_reader(move |conn| {
             let doc: Option<String> = conn
-                .query_row(
-                    "SELECT doc FROM api_keys WHERE token_sha256 = ?1",
-                    [hash],
-                    |row| row.get(0),
-                )
+                .prepare_cached("SELECT doc FROM api_keys WHERE token_sha256 = ?1")?
+                .query_row([hash], |row| row.get(0))
                 .optional()?;
             doc.as_deref().map(from_json).transpose()
         })
