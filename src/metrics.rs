@@ -49,6 +49,7 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram>,
     bytes_sent: Family<RouteLabels, Counter>,
     upload_rejections: Family<ReasonLabels, Counter>,
+    store_unavailable: Family<RouteLabels, Counter>,
     sync_last_success: Family<RemoteLabels, Gauge>,
     sync_lag: Family<RemoteLabels, Gauge>,
     sync_artefacts: Family<RemoteLabels, Counter>,
@@ -84,6 +85,12 @@ impl Default for Metrics {
             "upload_rejections",
             "Refused uploads by error code",
             upload_rejections.clone(),
+        );
+        let store_unavailable = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "store_unavailable",
+            "Requests answered 503/507 because a store was unreachable or full",
+            store_unavailable.clone(),
         );
         let sync_last_success = Family::<RemoteLabels, Gauge>::default();
         let sync_lag = Family::<RemoteLabels, Gauge>::default();
@@ -121,6 +128,7 @@ impl Default for Metrics {
             latency,
             bytes_sent,
             upload_rejections,
+            store_unavailable,
             sync_last_success,
             sync_lag,
             sync_artefacts,
@@ -206,6 +214,12 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .and_then(|v| v.parse::<u64>().ok())
     {
         metrics.bytes_sent.get_or_create(&labels).inc_by(length);
+    }
+    let status = response.status();
+    if status == axum::http::StatusCode::SERVICE_UNAVAILABLE
+        || status == axum::http::StatusCode::INSUFFICIENT_STORAGE
+    {
+        metrics.store_unavailable.get_or_create(&labels).inc();
     }
     metrics
         .requests
