@@ -189,3 +189,53 @@ async fn cli_errors_are_friendly_and_exit_non_zero() {
     assert!(!ok);
     assert!(err.contains("cannot reach the registry"), "{err}");
 }
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_download_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let serve = spawn_serve(dir.path(), &[("RELIQUARY_ADMIN_TOKEN", ADMIN_TOKEN)], &log).await;
+    let tarball = npm_tarball_with("big", "1.0.0", &crate::upload::rand_bytes(16 << 20));
+    let client = reqwest::Client::new();
+    let uploaded = client
+        .post(format!("{}/artefacts/npm/big@1", serve.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(tarball.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), 201);
+
+    let response = client
+        .get(format!("{}/artefacts/big@1/tarball", serve.url))
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    use futures::StreamExt;
+    let mut received = Vec::new();
+    received.extend_from_slice(&body.next().await.unwrap().unwrap());
+    // Shut down while the download is still streaming; then read the rest slowly.
+    let pid = serve.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    while let Some(chunk) = body.next().await {
+        received.extend_from_slice(&chunk.unwrap());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(
+        received.len(),
+        tarball.len(),
+        "the transfer finished despite the shutdown"
+    );
+    assert_eq!(sha256_hex(&received), sha256_hex(&tarball));
+    let mut child = serve.child;
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "a graceful exit: {status}");
+}
