@@ -751,3 +751,42 @@ async fn remotes_from_the_command_line() {
     assert!(deleted.contains("Deleted remote prod"), "{deleted}");
     assert_eq!(doc(&staging, "acme@1").await.0, 404);
 }
+
+#[tokio::test]
+async fn of_two_remotes_offering_one_id_the_first_mirrored_keeps_it() {
+    let east = named("east").await;
+    let west = named("west").await;
+    let hub = named("hub").await;
+    east.upload_ok(
+        "acme@1",
+        "",
+        npm_tarball_with("acme", "1.0.0", b"east"),
+        201,
+    )
+    .await;
+    west.upload_ok(
+        "acme@1",
+        "",
+        npm_tarball_with("acme", "2.0.0", b"west"),
+        201,
+    )
+    .await;
+    add_remote(&hub, "east", &east, json!({})).await;
+    add_remote(&hub, "west", &west, json!({})).await;
+    assert_eq!(sync(&hub, "east").await.mirrored, 1);
+    let from_west = sync(&hub, "west").await;
+    assert_eq!((from_west.mirrored, from_west.conflicts), (0, 1));
+    let (_, doc_on_hub) = doc(&hub, "acme@1").await;
+    assert_eq!(doc_on_hub["origin"]["remote"], "east");
+    assert_eq!(doc_on_hub["version"], "1.0.0");
+    // Later changes from the owner still flow; the other remote keeps conflicting.
+    east.upload_ok(
+        "acme@1",
+        "",
+        npm_tarball_with("acme", "1.1.0", b"east2"),
+        200,
+    )
+    .await;
+    assert_eq!(sync(&hub, "east").await.mirrored, 1);
+    assert_eq!(doc(&hub, "acme@1").await.1["version"], "1.1.0");
+}
