@@ -161,10 +161,7 @@ impl Blobs {
 
     /// Deletes a finished blob (for `gc`).
     pub async fn delete(&self, key: &BlobKey) -> Result<(), object_store::Error> {
-        match self.store.delete(&key.path()).await {
-            Err(object_store::Error::NotFound { .. }) => Ok(()),
-            other => other,
-        }
+        self.delete_listed(key.path().as_ref()).await
     }
 
     /// Deletes an object by the full key `list` returned.
@@ -230,12 +227,8 @@ impl Blobs {
 
     /// The keys under a prefix (`sha256`, `uploads`, `attestations`), as `prefix/name` strings.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, object_store::Error> {
-        let listing = self.store.list(Some(&Path::from(prefix)));
-        let metas: Vec<_> = listing.try_collect().await?;
-        Ok(metas
-            .into_iter()
-            .map(|meta| meta.location.to_string())
-            .collect())
+        let listed = self.list_with_times(prefix).await?;
+        Ok(listed.into_iter().map(|(key, _)| key).collect())
     }
 
     /// Fails when the store is unreachable (`/readyz`).

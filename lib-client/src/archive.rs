@@ -33,7 +33,10 @@ pub fn check_symlink(path: &str, target: &str) -> Result<(), String> {
         return Err("symlink with an empty target".into());
     }
     if target.starts_with('/') || target.contains('\\') || target.as_bytes().get(1) == Some(&b':') {
-        return Err(format!("symlink to `{}` is not relative", short(target)));
+        return Err(format!(
+            "symlink to `{}` is not relative",
+            truncate_chars(target, 200)
+        ));
     }
     let mut resolved: Vec<&str> = path
         .split('/')
@@ -48,7 +51,7 @@ pub fn check_symlink(path: &str, target: &str) -> Result<(), String> {
                 if resolved.len() <= floor {
                     return Err(format!(
                         "symlink to `{}` escapes the package",
-                        short(target)
+                        truncate_chars(target, 200)
                     ));
                 }
                 resolved.pop();
@@ -89,8 +92,9 @@ pub fn pax_size_disagreement<R: std::io::Read>(entry: &mut tar::Entry<'_, R>) ->
     None
 }
 
-fn short(text: &str) -> &str {
-    match text.char_indices().nth(200) {
+/// At most `max` characters of `text`, for messages about hostile input.
+pub fn truncate_chars(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
         Some((end, _)) => &text[..end],
         None => text,
     }

@@ -13,6 +13,7 @@ use std::rc::Rc;
 use flate2::read::GzDecoder;
 use reliquary_client::archive::{
     check_entry_path, check_symlink, normalise_for_duplicates, pax_size_disagreement,
+    truncate_chars,
 };
 use reliquary_client::json::parse_strict;
 use reliquary_client::types::FieldError;
@@ -120,7 +121,7 @@ fn walk(
             ));
         }
         let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let field = format!("tarball/{}", truncate(&path, 200));
+        let field = format!("tarball/{}", truncate_chars(&path, 200));
         let mut complain = |message: String| {
             problems.push(FieldError {
                 field: field.clone(),
@@ -296,7 +297,7 @@ fn check_package_name(name: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "`{}` is not a valid npm package name (lowercase, URL-safe, optionally `@scope/name`)",
-            truncate(name, 100)
+            truncate_chars(name, 100)
         ))
     }
 }
@@ -306,13 +307,6 @@ fn is_manifest_path(path: &str) -> bool {
         path.trim_start_matches("./"),
         "package/package.json" | "package.json"
     )
-}
-
-fn truncate(text: &str, max: usize) -> &str {
-    match text.char_indices().nth(max) {
-        Some((end, _)) => &text[..end],
-        None => text,
-    }
 }
 
 fn read_failure(error: &io::Error) -> Rejection {

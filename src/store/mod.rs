@@ -31,6 +31,18 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// What browse-mode `q` searches: id, package name and description, lowercased. Both backends
+/// store it beside the document so a search is one indexed-column match.
+pub fn search_text(doc: &Artefact) -> String {
+    format!(
+        "{}\n{}\n{}",
+        doc.id,
+        doc.package_name,
+        doc.description.as_deref().unwrap_or("")
+    )
+    .to_lowercase()
+}
+
 /// Browse-mode list parameters (`GET /artefacts`).
 #[derive(Clone, Debug, Default)]
 pub struct BrowseQuery {

@@ -12,8 +12,9 @@ use reliquary_client::types::{ApiKey, Artefact, AuditEntry, Change, Kind, Timest
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 use super::{
-    ArtefactStore, AuditQuery, AuditRecord, AuditStore, BrowseQuery, Changes, GcStore, KeyRecord,
-    KeyStore, RemoteConfig, RemoteRecord, RemoteState, RemoteStore, StoreError, StoreResult,
+    search_text, ArtefactStore, AuditQuery, AuditRecord, AuditStore, BrowseQuery, Changes, GcStore,
+    KeyRecord, KeyStore, RemoteConfig, RemoteRecord, RemoteState, RemoteStore, StoreError,
+    StoreResult,
 };
 use crate::domain::visibility::Visibility;
 
@@ -213,16 +214,6 @@ fn bind<'a>(
         .map(|(name, value)| (*name, value.as_ref() as &dyn rusqlite::ToSql))
         .chain(own.iter().copied())
         .collect()
-}
-
-fn search_text(doc: &Artefact) -> String {
-    format!(
-        "{}\n{}\n{}",
-        doc.id,
-        doc.package_name,
-        doc.description.as_deref().unwrap_or("")
-    )
-    .to_lowercase()
 }
 
 fn next_seq(tx: &rusqlite::Transaction<'_>) -> StoreResult<i64> {
@@ -634,46 +625,12 @@ impl RemoteStore for SqliteStore {
     }
 
     async fn get_remote(&self, name: &str) -> StoreResult<Option<RemoteRecord>> {
-        let name = name.to_owned();
-        Ok(self
-            .list_remotes()
-            .await?
-            .into_iter()
-            .find(|r| r.name == name))
+        Ok(self.remotes(Some(name.to_owned())).await?.pop())
     }
 
     async fn list_remotes(&self) -> StoreResult<Vec<RemoteRecord>> {
-        self.with_reader(|conn| {
-            let mut statement = conn.prepare(
-                "SELECT r.name, r.config, r.token, s.state FROM remotes r
-                 LEFT JOIN remote_state s ON s.name = r.name ORDER BY r.name",
-            )?;
-            let rows = statement.query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, Option<String>>(3)?,
-                ))
-            })?;
-            rows.map(|row| {
-                let (name, config, token, state) = row?;
-                Ok(RemoteRecord {
-                    name,
-                    config: from_json(&config)?,
-                    token,
-                    state: state
-                        .as_deref()
-                        .map(from_json)
-                        .transpose()?
-                        .unwrap_or_default(),
-                })
-            })
-            .collect()
-        })
-        .await
+        self.remotes(None).await
     }
-
     async fn delete_remote(&self, name: &str) -> StoreResult<bool> {
         let name = name.to_owned();
         self.with_conn(move |conn| {
@@ -780,6 +737,42 @@ impl GcStore for SqliteStore {
             }
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// One remote (`only`) or all of them, with their sync state.
+    async fn remotes(&self, only: Option<String>) -> StoreResult<Vec<RemoteRecord>> {
+        self.with_reader(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT r.name, r.config, r.token, s.state FROM remotes r
+                 LEFT JOIN remote_state s ON s.name = r.name
+                 WHERE ?1 IS NULL OR r.name = ?1 ORDER BY r.name",
+            )?;
+            let rows = statement.query_map([only], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, Option<String>>(3)?,
+                ))
+            })?;
+            rows.map(|row| {
+                let (name, config, token, state) = row?;
+                Ok(RemoteRecord {
+                    name,
+                    config: from_json(&config)?,
+                    token,
+                    state: state
+                        .as_deref()
+                        .map(from_json)
+                        .transpose()?
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
         })
         .await
     }

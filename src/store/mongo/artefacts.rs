@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{from_bson_doc, map_err, to_bson_doc, MongoStore};
 use crate::domain::visibility::Visibility;
-use crate::store::{ArtefactStore, BrowseQuery, Changes, StoreError, StoreResult};
+use crate::store::{search_text, ArtefactStore, BrowseQuery, Changes, StoreError, StoreResult};
 
 /// A claim older than this belongs to a writer that died; the feed stops waiting for it.
 const STALE_CLAIM_MS: i64 = 30_000;
@@ -54,16 +54,6 @@ fn escape_regex(text: &str) -> String {
         out.push(c);
     }
     out
-}
-
-fn search_text(doc: &Artefact) -> String {
-    format!(
-        "{}\n{}\n{}",
-        doc.id,
-        doc.package_name,
-        doc.description.as_deref().unwrap_or("")
-    )
-    .to_lowercase()
 }
 
 fn tombstone_from(document: Document) -> StoreResult<Tombstone> {
