@@ -53,21 +53,74 @@ pub struct BlobStream {
     pub body: BoxStream<'static, Result<Bytes, object_store::Error>>,
 }
 
+impl BlobStream {
+    /// `range` of a blob held in memory, as one chunk.
+    fn in_memory(whole: Bytes, range: Option<Range<u64>>) -> Self {
+        let size = whole.len() as u64;
+        let part = match range {
+            Some(range) => whole.slice(range.start as usize..range.end.min(size) as usize),
+            None => whole,
+        };
+        Self {
+            size,
+            body: futures::stream::once(async move { Ok(part) }).boxed(),
+        }
+    }
+}
+
+/// A blob as opened: read whole when small, else a stream of the asked range.
+enum Opened {
+    Whole(Bytes),
+    Streaming(BlobStream),
+}
+
 #[derive(Clone)]
 pub struct Blobs {
     store: Arc<dyn ObjectStore>,
     /// For local storage, the directory behind `store`: downloads read files directly.
     local_root: Option<PathBuf>,
+    /// Small finished tarballs kept in memory. Content-addressed blobs never change, so a cached
+    /// copy cannot go stale, and serving one skips the file open (or the S3 GET) that cost more
+    /// than the rest of a small download (docs/benchmarks.md).
+    small_blobs: Arc<SmallBlobCache>,
 }
 
 /// Read size for local downloads: large reads keep the copy loop cheap.
 const LOCAL_READ_CHUNK: usize = 1024 * 1024;
+
+/// Tarballs up to this size are read whole and cached; larger ones are streamed.
+const SMALL_BLOB_MAX: u64 = 1024 * 1024;
+
+/// The memory the small-tarball cache may hold (least recently used go first).
+const SMALL_BLOB_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+type SmallBlobCache = quick_cache::sync::Cache<String, Bytes, ByLength>;
+
+/// Weighs a cached blob by its length, so the cache's capacity is in bytes.
+#[derive(Clone)]
+struct ByLength;
+
+impl quick_cache::Weighter<String, Bytes> for ByLength {
+    fn weight(&self, _key: &String, blob: &Bytes) -> u64 {
+        blob.len().max(1) as u64
+    }
+}
+
+fn small_blob_cache() -> Arc<SmallBlobCache> {
+    let typical_blob = 64 * 1024;
+    Arc::new(SmallBlobCache::with_weighter(
+        (SMALL_BLOB_CACHE_BYTES / typical_blob) as usize,
+        SMALL_BLOB_CACHE_BYTES,
+        ByLength,
+    ))
+}
 
 impl Blobs {
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
         Self {
             store,
             local_root: None,
+            small_blobs: small_blob_cache(),
         }
     }
 
@@ -78,6 +131,7 @@ impl Blobs {
         Ok(Self {
             store: Arc::new(store),
             local_root: Some(root.canonicalize()?),
+            small_blobs: small_blob_cache(),
         })
     }
 
@@ -203,18 +257,53 @@ impl Blobs {
         key: &BlobKey,
         range: Option<Range<u64>>,
     ) -> Result<BlobStream, object_store::Error> {
-        if let Some(root) = &self.local_root {
-            return open_local(root, key, range).await;
+        let cache_key = match key {
+            BlobKey::Sha256(hex) => Some(hex),
+            _ => None,
+        };
+        if let Some(whole) = cache_key.and_then(|hex| self.small_blobs.get(hex)) {
+            return Ok(BlobStream::in_memory(whole, range));
         }
+        let opened = match &self.local_root {
+            Some(root) => open_local(root, key, range.clone()).await?,
+            None => self.open_remote(key, range.clone()).await?,
+        };
+        match opened {
+            Opened::Whole(whole) => {
+                // Only verified bytes are cached: a copy damaged on disk is served as it is
+                // (clients check the digest) but never outlives its repair.
+                if let Some(hex) = cache_key {
+                    if hex::encode(Sha256::digest(&whole)) == *hex {
+                        self.small_blobs.insert(hex.clone(), whole.clone());
+                    } else {
+                        tracing::error!(blob = %hex, "a stored tarball does not match its digest");
+                    }
+                }
+                Ok(BlobStream::in_memory(whole, range))
+            }
+            Opened::Streaming(stream) => Ok(stream),
+        }
+    }
+
+    async fn open_remote(
+        &self,
+        key: &BlobKey,
+        range: Option<Range<u64>>,
+    ) -> Result<Opened, object_store::Error> {
+        let whole_wanted = range.is_none();
         let options = GetOptions {
             range: range.map(GetRange::Bounded),
             ..Default::default()
         };
         let result = self.store.get_opts(&key.path(), options).await?;
-        Ok(BlobStream {
-            size: result.meta.size,
+        let size = result.meta.size;
+        if whole_wanted && size <= SMALL_BLOB_MAX {
+            return Ok(Opened::Whole(result.bytes().await?));
+        }
+        Ok(Opened::Streaming(BlobStream {
+            size,
             body: result.into_stream().boxed(),
-        })
+        }))
     }
 
     pub async fn exists(&self, key: &BlobKey) -> Result<bool, object_store::Error> {
@@ -245,7 +334,7 @@ async fn open_local(
     root: &FsPath,
     key: &BlobKey,
     range: Option<Range<u64>>,
-) -> Result<BlobStream, object_store::Error> {
+) -> Result<Opened, object_store::Error> {
     use std::io::{Read, Seek};
     let path = root.join(key.path().as_ref());
     let describe = path.display().to_string();
@@ -255,16 +344,14 @@ async fn open_local(
         move || -> std::io::Result<(u64, u64, Result<Bytes, std::fs::File>)> {
             let mut file = std::fs::File::open(&path)?;
             let size = file.metadata()?.len();
-            let range = range.unwrap_or(0..size);
-            let length = range.end.saturating_sub(range.start);
-            file.seek(std::io::SeekFrom::Start(range.start))?;
-            if length <= LOCAL_READ_CHUNK as u64 {
-                let mut bytes = Vec::with_capacity(length as usize);
-                file.take(length).read_to_end(&mut bytes)?;
-                Ok((size, length, Ok(Bytes::from(bytes))))
-            } else {
-                Ok((size, length, Err(file)))
+            if size <= SMALL_BLOB_MAX {
+                let mut bytes = Vec::with_capacity(size as usize);
+                file.read_to_end(&mut bytes)?;
+                return Ok((size, size, Ok(Bytes::from(bytes))));
             }
+            let range = range.unwrap_or(0..size);
+            file.seek(std::io::SeekFrom::Start(range.start))?;
+            Ok((size, range.end.saturating_sub(range.start), Err(file)))
         },
     )
     .await
@@ -285,20 +372,19 @@ async fn open_local(
             }
         }
     })?;
-    let body = match content {
-        Ok(bytes) => futures::stream::once(async move { Ok(bytes) }).boxed(),
-        Err(file) => {
-            use tokio::io::AsyncReadExt;
-            let reader = tokio::fs::File::from_std(file).take(length);
-            tokio_util::io::ReaderStream::with_capacity(reader, LOCAL_READ_CHUNK)
-                .map_err(|source| object_store::Error::Generic {
-                    store: "local",
-                    source: Box::new(source),
-                })
-                .boxed()
-        }
+    let file = match content {
+        Ok(whole) => return Ok(Opened::Whole(whole)),
+        Err(file) => file,
     };
-    Ok(BlobStream { size, body })
+    use tokio::io::AsyncReadExt;
+    let reader = tokio::fs::File::from_std(file).take(length);
+    let body = tokio_util::io::ReaderStream::with_capacity(reader, LOCAL_READ_CHUNK)
+        .map_err(|source| object_store::Error::Generic {
+            store: "local",
+            source: Box::new(source),
+        })
+        .boxed();
+    Ok(Opened::Streaming(BlobStream { size, body }))
 }
 
 /// An upload being streamed into the blob store.

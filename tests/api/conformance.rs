@@ -718,6 +718,59 @@ async fn attestations_round_trip(blobs: Blobs) {
     );
 }
 
+async fn store_blob(blobs: &Blobs, payload: &[u8]) -> String {
+    let sha = sha256_hex(payload);
+    let mut writer = blobs.begin_upload().await.unwrap();
+    let upload = writer.id;
+    writer.write(Bytes::copy_from_slice(payload)).await.unwrap();
+    writer.finish().await.unwrap();
+    blobs.promote(upload, &sha).await.unwrap();
+    sha
+}
+
+/// Small tarballs are read whole and kept in memory: cold and cached reads, whole or ranged,
+/// must give the same bytes.
+async fn small_blobs_read_the_same_cold_and_cached(blobs: Blobs) {
+    let payload: Vec<u8> = (0..6_000u32).map(|i| (i % 253) as u8).collect();
+    let sha = store_blob(&blobs, &payload).await;
+    let key = BlobKey::sha256(&sha);
+    let ranged_cold = blobs.open(&key, Some(10..20)).await.unwrap();
+    assert_eq!(ranged_cold.size, 6_000);
+    assert_eq!(collect(ranged_cold).await, &payload[10..20]);
+    for _ in 0..2 {
+        let whole = blobs.open(&key, None).await.unwrap();
+        assert_eq!(whole.size, 6_000);
+        assert_eq!(collect(whole).await, payload);
+        let ranged = blobs.open(&key, Some(5_990..6_000)).await.unwrap();
+        assert_eq!(collect(ranged).await, &payload[5_990..]);
+    }
+}
+
+#[tokio::test]
+async fn a_small_blob_is_cached_only_once_its_bytes_match_its_digest() {
+    let (blobs, dir) = local_blobs();
+    let file = |sha: &str| dir.as_ref().unwrap().path().join("sha256").join(sha);
+
+    // Damaged on disk before its first read: served as it is, but not kept.
+    let payload = vec![7u8; 4_000];
+    let sha = store_blob(&blobs, &payload).await;
+    std::fs::write(file(&sha), b"damaged").unwrap();
+    let damaged = blobs.open(&BlobKey::sha256(&sha), None).await.unwrap();
+    assert_eq!(collect(damaged).await, b"damaged");
+    std::fs::write(file(&sha), &payload).unwrap();
+    let repaired = blobs.open(&BlobKey::sha256(&sha), None).await.unwrap();
+    assert_eq!(
+        collect(repaired).await,
+        payload,
+        "the repair is seen at once"
+    );
+
+    // A verified copy is served from memory: later damage on disk does not reach readers.
+    std::fs::write(file(&sha), b"damaged later").unwrap();
+    let cached = blobs.open(&BlobKey::sha256(&sha), None).await.unwrap();
+    assert_eq!(collect(cached).await, payload);
+}
+
 macro_rules! blob_conformance {
     ($($test:ident),* $(,)?) => {
         mod local_blobs {
@@ -733,4 +786,5 @@ blob_conformance!(
     uploads_stream_in_and_promote_to_their_content_address,
     abandoned_uploads_are_discarded,
     attestations_round_trip,
+    small_blobs_read_the_same_cold_and_cached,
 );
