@@ -187,6 +187,61 @@ http {{
     return f"http://127.0.0.1:{port}", process
 
 
+VERDACCIO_DIR = os.path.join(ROOT, "benches/verdaccio")
+
+
+def start_verdaccio(tarball):
+    """Verdaccio (benches/verdaccio, installed by scripts/bench with `npm ci`) on a free loopback
+    port, storage and users in WORK, no uplinks (it never reaches out), with `tarball` published to
+    it by `npm publish` as a user created through the registry's own user API. Returns (url, process)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    conf = os.path.join(WORK, "verdaccio.yaml")
+    with open(conf, "w") as f:
+        f.write(f"""
+storage: {WORK}/verdaccio-storage
+auth:
+  htpasswd:
+    file: {WORK}/verdaccio-htpasswd
+    max_users: 10
+uplinks: {{}}
+packages:
+  '**':
+    access: $all
+    publish: $authenticated
+    unpublish: $authenticated
+web:
+  enable: false
+server:
+  keepAliveTimeout: 60
+listen: 127.0.0.1:{port}
+max_body_size: 1gb
+log: {{ type: file, path: {WORK}/verdaccio.log, level: warn }}
+""")
+    cli = os.path.join(VERDACCIO_DIR, "node_modules/verdaccio/bin/verdaccio")
+    if not os.path.exists(cli):
+        raise RuntimeError(f"{cli} is missing: run `npm ci` in {VERDACCIO_DIR} (scripts/bench does)")
+    output = open(os.path.join(WORK, "verdaccio.out"), "w")
+    process = subprocess.Popen(["node", cli, "--config", conf], cwd=WORK, stdin=subprocess.DEVNULL,
+                               stdout=output, stderr=subprocess.STDOUT, env=dict(os.environ, NODE_ENV="production"))
+    STARTED.append(process)
+    wait_port(port)
+    user = json.dumps({"_id": "org.couchdb.user:bench", "name": "bench", "password": "bench-password",
+                       "type": "user", "roles": [], "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    request = urllib.request.Request(f"{url}/-/user/org.couchdb.user:bench", data=user.encode(), method="PUT",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as response:
+        token = json.load(response)["token"]
+    npmrc = os.path.join(WORK, "verdaccio.npmrc")
+    with open(npmrc, "w") as f:
+        f.write(f"registry={url}/\n//127.0.0.1:{port}/:_authToken={token}\n"
+                "update-notifier=false\nfund=false\naudit=false\n")
+    subprocess.run(["npm", "publish", tarball, "--registry", f"{url}/", "--userconfig", npmrc,
+                    "--cache", os.path.join(WORK, "npm-cache"), "--ignore-scripts"],
+                   cwd=WORK, check=True, stdout=subprocess.DEVNULL, stderr=output)
+    return url, process
+
+
 def wrk(url, headers=()):
     command = ["wrk", "-t1", "-c32", "-d5s", "--latency"]
     for header in headers:
@@ -200,9 +255,8 @@ def wrk(url, headers=()):
     return rps, float(p99.group(1)) * scale
 
 
-def bench_small_requests():
-    log("small requests under load (wrk -t1 -c32 -d5s)")
-    url, server = serve("small")
+def make_small_tarball():
+    """small@1.0.0: a package.json and 6 KiB of random bytes, the file every small-request row serves."""
     small = os.path.join(WORK, "small.tgz")
     manifest = json.dumps({"name": "small", "version": "1.0.0"}).encode()
     with open(small, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) as gz:
@@ -211,6 +265,19 @@ def bench_small_requests():
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
+    return small
+
+
+def wrk_median(url, headers=()):
+    """(requests/s, p99 ms), each the median of RUNS wrk runs."""
+    results = [wrk(url, headers) for _ in range(RUNS)]
+    return statistics.median(r[0] for r in results), statistics.median(r[1] for r in results)
+
+
+def bench_small_requests():
+    log("small requests under load (wrk -t1 -c32 -d5s), against nginx and Verdaccio")
+    url, server = serve("small")
+    small = make_small_tarball()
     upload(url, "small@1", small)
     nginx_root = os.path.join(WORK, "nginx-small")
     os.makedirs(nginx_root, exist_ok=True)
@@ -222,17 +289,37 @@ def bench_small_requests():
         f.write(doc)
     nginx_url, nginx = start_nginx(nginx_root)
     nginx_rps, nginx_p99 = statistics.median([wrk(f"{nginx_url}/small.tgz")[0] for _ in range(RUNS)]), wrk(f"{nginx_url}/small.tgz")[1]
-    for label, target, headers in (
-        ("GET /artefacts/{id} with If-None-Match (304)", f"{url}/artefacts/small@1", (f"If-None-Match: {etag}",)),
-        ("GET /artefacts/{id}", f"{url}/artefacts/small@1", ()),
-        ("6 KiB tarball download", f"{url}/artefacts/small@1/tarball", ()),
+    # Verdaccio serving the same package: measured, then stopped, before Reliquary's runs.
+    verdaccio_url, verdaccio = start_verdaccio(small)
+    packument, tarball = f"{verdaccio_url}/small", f"{verdaccio_url}/small/-/small-1.0.0.tgz"
+    with urllib.request.urlopen(packument) as response:
+        if json.load(response)["versions"]["1.0.0"]["name"] != "small":
+            raise RuntimeError("Verdaccio's packument for small lacks 1.0.0")
+        packument_etag = response.headers["ETag"]
+    with urllib.request.urlopen(tarball) as response, open(small, "rb") as f:
+        if response.read() != f.read():
+            raise RuntimeError("Verdaccio serves a different small-1.0.0.tgz")
+    verdaccio_results = {
+        "304": wrk_median(packument, (f"If-None-Match: {packument_etag}",)),
+        "document": wrk_median(packument),
+        "tarball": wrk_median(tarball),
+    }
+    stop(verdaccio)
+    for label, target, headers, kind, verdaccio_label in (
+        ("GET /artefacts/{id} with If-None-Match (304)", f"{url}/artefacts/small@1", (f"If-None-Match: {etag}",),
+         "304", "Verdaccio, packument with If-None-Match (304)"),
+        ("GET /artefacts/{id}", f"{url}/artefacts/small@1", (), "document", "Verdaccio, packument"),
+        ("6 KiB tarball download", f"{url}/artefacts/small@1/tarball", (), "tarball", "Verdaccio, same tarball"),
     ):
-        results = [wrk(target, headers) for _ in range(RUNS)]
-        rps = statistics.median(r[0] for r in results)
-        p99 = statistics.median(r[1] for r in results)
-        rows.append(("Small requests", label, f"{rps:,.0f} req/s, p99 {p99:.2f} ms",
+        rps, p99 = wrk_median(target, headers)
+        ours = f"{rps:,.0f} req/s, p99 {p99:.2f} ms"
+        rows.append(("Small requests", label, ours,
                      f"nginx, same 6 KiB file: {nginx_rps:,.0f} req/s, p99 {nginx_p99:.2f} ms",
                      f"{rps / nginx_rps:.2f}x", ">= 0.5x nginx"))
+        verdaccio_rps, verdaccio_p99 = verdaccio_results[kind]
+        rows.append(("Small requests", label, ours,
+                     f"{verdaccio_label}: {verdaccio_rps:,.0f} req/s, p99 {verdaccio_p99:.2f} ms",
+                     f"{rps / verdaccio_rps:.0f}x", ">= 25x Verdaccio"))
     stop(nginx)
     stop(server)
 
