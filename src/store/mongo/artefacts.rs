@@ -41,8 +41,32 @@ fn visible(visibility: &Visibility) -> Document {
     filter
 }
 
+/// The store's own conditions and the federation filter as one flat filter. MongoDB reads a
+/// top-level `$and` as well as a flat filter, but simpler planners only match an index to the
+/// fields of a flat one; `$and` remains only for two equalities on one field.
 fn and(own: Document, visibility: &Visibility) -> Document {
-    doc! {"$and": [own, visible(visibility)]}
+    let filter = visible(visibility);
+    let mut merged = own.clone();
+    for (field, condition) in filter.clone() {
+        let combined = match (merged.remove(&field), condition) {
+            (None, condition) => condition,
+            (Some(Bson::Document(mut ours)), Bson::Document(theirs))
+                if theirs.keys().all(|op| !ours.contains_key(op)) =>
+            {
+                ours.extend(theirs);
+                Bson::Document(ours)
+            }
+            (Some(value), Bson::Document(mut theirs))
+                if !matches!(value, Bson::Document(_)) && !theirs.contains_key("$eq") =>
+            {
+                theirs.insert("$eq", value);
+                Bson::Document(theirs)
+            }
+            _ => return doc! {"$and": [own, filter]},
+        };
+        merged.insert(field, combined);
+    }
+    merged
 }
 
 fn escape_regex(text: &str) -> String {
@@ -225,17 +249,22 @@ impl MongoStore {
         Ok(doc)
     }
 
+    /// A page in index order. The index is named (`hint`), so the plan is the same on every
+    /// server and never flips to a scan plus an in-memory sort as the data changes: the walk
+    /// stops at the page's last item.
     async fn find_sorted(
         &self,
         collection: &str,
         filter: Document,
-        sort: Document,
+        index: Document,
         limit: usize,
     ) -> StoreResult<Vec<Document>> {
+        let sort = doc! {index.keys().last().expect("an index has keys"): 1};
         let cursor = self
             .collection(collection)
             .find(filter)
             .sort(sort)
+            .hint(mongodb::options::Hint::Keys(index))
             .limit(limit as i64)
             .await
             .map_err(map_err)?;
@@ -341,16 +370,17 @@ impl ArtefactStore for MongoStore {
         if let Some(q) = &query.q {
             own.insert("search", doc! {"$regex": escape_regex(&q.to_lowercase())});
         }
-        self.find_sorted(
-            "artefacts",
-            and(own, visibility),
-            doc! {"_id": 1},
-            query.limit,
-        )
-        .await?
-        .into_iter()
-        .map(artefact_from)
-        .collect()
+        // By id, or by category then id when one category is asked for (it may be rare).
+        let index = if query.category.is_some() || visibility.category.is_some() {
+            doc! {"category": 1, "_id": 1}
+        } else {
+            doc! {"_id": 1}
+        };
+        self.find_sorted("artefacts", and(own, visibility), index, query.limit)
+            .await?
+            .into_iter()
+            .map(artefact_from)
+            .collect()
     }
 
     async fn changes(
@@ -422,5 +452,44 @@ impl ArtefactStore for MongoStore {
 
     async fn ping(&self) -> StoreResult<()> {
         MongoStore::ping(self).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_federation_filter_joins_the_query_as_one_flat_filter() {
+        let mirror = Visibility {
+            releases_only: true,
+            id_prefix: Some("acme-".into()),
+            category: Some("plugins".into()),
+        };
+        assert_eq!(
+            and(doc! {"seq": {"$gt": 4_i64}}, &Visibility::all()),
+            doc! {"seq": {"$gt": 4_i64}}
+        );
+        assert_eq!(
+            and(doc! {"_id": {"$gt": "acme-b"}}, &mirror),
+            doc! {
+                "_id": {"$gt": "acme-b", "$gte": "acme-", "$lt": "acme-\u{7f}"},
+                "kind": "release",
+                "category": "plugins",
+            }
+        );
+        assert_eq!(
+            and(doc! {"_id": "acme-a@1"}, &mirror),
+            doc! {
+                "_id": {"$gte": "acme-", "$lt": "acme-\u{7f}", "$eq": "acme-a@1"},
+                "kind": "release",
+                "category": "plugins",
+            }
+        );
+        // Two equalities on one field cannot share a key: both must hold.
+        assert_eq!(
+            and(doc! {"category": "tools"}, &mirror),
+            doc! {"$and": [{"category": "tools"}, visible(&mirror)]}
+        );
     }
 }

@@ -58,9 +58,15 @@ impl MongoStore {
     /// Connects lazily to `url` (`mongodb://host/dbname?...`; database `reliquary` when the
     /// URL names none). Unreachable servers surface as [`StoreError::Unavailable`] per call.
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let mut options = ClientOptions::parse(url)
+        let options = ClientOptions::parse(url)
             .await
             .map_err(|e| StoreError::Other(format!("invalid MongoDB URL: {e}")))?;
+        Self::from_options(options)
+    }
+
+    /// Like [`Self::connect`], from options already parsed (the benchmarks add command
+    /// monitoring to count round trips).
+    pub fn from_options(mut options: ClientOptions) -> StoreResult<Self> {
         options.app_name = Some("reliquary".into());
         // Fail fast when the database is down: a request gets a 503 in seconds, not a hang.
         options.server_selection_timeout = Some(Duration::from_secs(3));
