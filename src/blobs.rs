@@ -376,15 +376,42 @@ async fn open_local(
         Ok(whole) => return Ok(Opened::Whole(whole)),
         Err(file) => file,
     };
-    use tokio::io::AsyncReadExt;
-    let reader = tokio::fs::File::from_std(file).take(length);
-    let body = tokio_util::io::ReaderStream::with_capacity(reader, LOCAL_READ_CHUNK)
+    let body = read_chunks(file, length)
         .map_err(|source| object_store::Error::Generic {
             store: "local",
             source: Box::new(source),
         })
         .boxed();
     Ok(Opened::Streaming(BlobStream { size, body }))
+}
+
+/// `length` bytes from the file's position, in chunks of [`LOCAL_READ_CHUNK`]. Each chunk is read
+/// on the blocking pool straight into the buffer that becomes the body chunk: `tokio::fs::File`
+/// reads into a buffer of its own and copies from it, a user-space copy that profiled at a tenth
+/// of a large download's CPU time.
+fn read_chunks(
+    file: std::fs::File,
+    length: u64,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> {
+    futures::stream::try_unfold((file, length), |(mut file, left)| async move {
+        if left == 0 {
+            return Ok(None);
+        }
+        let wanted = left.min(LOCAL_READ_CHUNK as u64);
+        let (file, chunk) = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut chunk = Vec::with_capacity(wanted as usize);
+            (&mut file).take(wanted).read_to_end(&mut chunk)?;
+            Ok::<_, std::io::Error>((file, chunk))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        if chunk.is_empty() {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let left = left - chunk.len() as u64;
+        Ok(Some((Bytes::from(chunk), (file, left))))
+    })
 }
 
 /// An upload being streamed into the blob store.
