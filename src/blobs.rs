@@ -46,15 +46,30 @@ impl BlobKey {
     }
 }
 
-/// A streaming download.
+/// A download: the asked range of a blob.
 pub struct BlobStream {
     /// The blob's full size, whatever range was asked for.
     pub size: u64,
-    pub body: BoxStream<'static, Result<Bytes, object_store::Error>>,
+    pub body: BlobBody,
+}
+
+pub enum BlobBody {
+    /// Small blobs, read whole (and cached): sent in one piece.
+    InMemory(Bytes),
+    Streaming(BoxStream<'static, Result<Bytes, object_store::Error>>),
+}
+
+impl BlobBody {
+    pub fn into_stream(self) -> BoxStream<'static, Result<Bytes, object_store::Error>> {
+        match self {
+            BlobBody::InMemory(bytes) => futures::stream::once(async move { Ok(bytes) }).boxed(),
+            BlobBody::Streaming(stream) => stream,
+        }
+    }
 }
 
 impl BlobStream {
-    /// `range` of a blob held in memory, as one chunk.
+    /// `range` of a blob held in memory.
     fn in_memory(whole: Bytes, range: Option<Range<u64>>) -> Self {
         let size = whole.len() as u64;
         let part = match range {
@@ -63,7 +78,7 @@ impl BlobStream {
         };
         Self {
             size,
-            body: futures::stream::once(async move { Ok(part) }).boxed(),
+            body: BlobBody::InMemory(part),
         }
     }
 }
@@ -302,7 +317,7 @@ impl Blobs {
         }
         Ok(Opened::Streaming(BlobStream {
             size,
-            body: result.into_stream().boxed(),
+            body: BlobBody::Streaming(result.into_stream().boxed()),
         }))
     }
 
@@ -376,13 +391,16 @@ async fn open_local(
         Ok(whole) => return Ok(Opened::Whole(whole)),
         Err(file) => file,
     };
-    let body = read_chunks(file, length)
+    let chunks = read_chunks(file, length)
         .map_err(|source| object_store::Error::Generic {
             store: "local",
             source: Box::new(source),
         })
         .boxed();
-    Ok(Opened::Streaming(BlobStream { size, body }))
+    Ok(Opened::Streaming(BlobStream {
+        size,
+        body: BlobBody::Streaming(chunks),
+    }))
 }
 
 /// `length` bytes from the file's position, in chunks of [`LOCAL_READ_CHUNK`]. Each chunk is read

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use super::conditional::{none_match, parse_range, RangeRequest};
 use super::extract::{architecture, ApiJson, ApiQuery, AppState, ArtefactId};
 use crate::auth::Caller;
+use crate::blobs::BlobBody;
 use crate::error::{Error, Result};
 use crate::registry::{decode_cursor, ArtefactPatch, UploadRequest, DEFAULT_PAGE, MAX_PAGE};
 use crate::store::BrowseQuery;
@@ -102,12 +103,13 @@ pub async fn get(
     ArtefactId(id): ArtefactId,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let doc = registry.artefact(&caller, &id).await?;
-    let etag = format!("\"{}\"", doc.revision);
+    let served = registry.served(&caller, &id).await?;
+    let etag = format!("\"{}\"", served.doc.revision);
     if none_match(header(&headers, IF_NONE_MATCH), &etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag)]).into_response());
     }
-    Ok(([(ETAG, etag)], Json(doc)).into_response())
+    let json = HeaderValue::from_static("application/json");
+    Ok(([(ETAG, value(&etag)), (CONTENT_TYPE, json)], served.json).into_response())
 }
 
 #[derive(Deserialize)]
@@ -166,7 +168,10 @@ pub async fn tarball(
     response_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
     response_headers.insert(CONTENT_LENGTH, value(&length.to_string()));
     tracing::debug!(id = %doc.id, arch = %resolved, bytes = length, "serving tarball");
-    let body = Body::from_stream(blob.body.map_err(std::io::Error::other));
+    let body = match blob.body {
+        BlobBody::InMemory(bytes) => Body::from(bytes),
+        BlobBody::Streaming(stream) => Body::from_stream(stream.map_err(std::io::Error::other)),
+    };
     Ok((status, response_headers, body).into_response())
 }
 

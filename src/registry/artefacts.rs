@@ -1,5 +1,6 @@
 //! Artefact operations: read, upload (the commit protocol), list, patch and delete.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -7,6 +8,7 @@ use futures::Stream;
 use reliquary_client::types::{Artefact, BrowsePage, ChangePage, Slot, Timestamp, Tombstone};
 
 use super::audit::{describe, Outcome, Target};
+use super::documents::Served;
 use super::{ArtefactPatch, Registry, UploadRequest, Uploaded, CAS_ATTEMPTS};
 use crate::auth::Caller;
 use crate::blobs::{BlobKey, BlobStream};
@@ -28,14 +30,36 @@ impl Registry {
             .ok_or_else(|| Error::artefact_not_found(id))
     }
 
+    /// One document as served, encoded: from the cache when it still holds the current
+    /// revision (one small store read), else read, encoded and kept.
+    pub async fn served(&self, caller: &Caller, id: &str) -> Result<Served> {
+        let visibility = caller.visibility(self.anonymous_read)?;
+        let revision = self
+            .store
+            .revision(id, &visibility)
+            .await?
+            .ok_or_else(|| Error::artefact_not_found(id))?;
+        if let Some(served) = self.documents.get(id, revision) {
+            return Ok(served);
+        }
+        let doc = self
+            .store
+            .get(id, &visibility)
+            .await?
+            .ok_or_else(|| Error::artefact_not_found(id))?;
+        let served = Served::new(doc);
+        self.documents.keep(&served);
+        Ok(served)
+    }
+
     /// The slot a download of `architecture` is served from: exact, else `noarch`.
     pub async fn resolve_tarball(
         &self,
         caller: &Caller,
         id: &str,
         architecture: &str,
-    ) -> Result<(Artefact, String, Slot)> {
-        let doc = self.artefact(caller, id).await?;
+    ) -> Result<(Arc<Artefact>, String, Slot)> {
+        let doc = self.served(caller, id).await?.doc;
         let (resolved, slot) = doc.resolve_slot(architecture).ok_or_else(|| {
             let slots: Vec<&str> = doc.tarballs.keys().map(String::as_str).collect();
             Error::not_found(

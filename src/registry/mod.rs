@@ -16,11 +16,13 @@ use crate::store::MetadataStore;
 
 mod artefacts;
 mod audit;
+mod documents;
 mod keys;
 mod remotes;
 
 pub use artefacts::{decode_cursor, encode_cursor};
 pub use audit::Outcome;
+pub use documents::Served;
 
 /// How often a write retries after losing a compare-and-swap race before giving up with 409.
 const CAS_ATTEMPTS: usize = 8;
@@ -42,6 +44,8 @@ pub struct Registry {
     pub sessions: crate::ui::session::Sessions,
     /// The latest committed seq, for long-polling change feeds.
     changes: tokio::sync::watch::Sender<i64>,
+    /// Hot documents, encoded (validated by revision on every read).
+    documents: documents::Documents,
     bootstrap_token_hash: Option<String>,
 }
 
@@ -92,6 +96,7 @@ impl Registry {
             federation: Default::default(),
             sessions: Default::default(),
             changes: tokio::sync::watch::Sender::new(0),
+            documents: Default::default(),
             bootstrap_token_hash: config
                 .admin_token
                 .as_deref()

@@ -68,6 +68,11 @@ pub struct Changes {
 pub trait ArtefactStore: Send + Sync + 'static {
     async fn get(&self, id: &str, visibility: &Visibility) -> StoreResult<Option<Artefact>>;
 
+    /// The revision of a visible artefact, without its document. A revision is never reused for
+    /// an id (it continues across delete and re-create), so `(id, revision)` names one document
+    /// for good, and this is enough to validate a cached copy.
+    async fn revision(&self, id: &str, visibility: &Visibility) -> StoreResult<Option<i64>>;
+
     /// Commits `doc` if the stored revision is `expected` (`None`: the artefact must not exist).
     /// Assigns the next `seq` and `revision` (continuing after a tombstone's), clears any
     /// tombstone of the id, and returns the stored document.

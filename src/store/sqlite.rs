@@ -2,7 +2,8 @@
 //!
 //! SQLite serialises writers, so a write transaction that reads the revision, bumps the seq
 //! counter and writes the document is a compare-and-swap, and seqs commit in order. Calls run on
-//! the blocking pool so the async runtime never waits on disk.
+//! the blocking pool so the async runtime never waits on disk, except point reads on an idle
+//! reader (`SqliteStore::point_read`).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -270,6 +271,20 @@ impl ArtefactStore for SqliteStore {
                 .query_row(bind(&filter, &[(":id", &id)]).as_slice(), |row| row.get(0))
                 .optional()?;
             doc.as_deref().map(from_json).transpose()
+        })
+        .await
+    }
+
+    async fn revision(&self, id: &str, visibility: &Visibility) -> StoreResult<Option<i64>> {
+        let id = id.to_owned();
+        let filter = filter_params(visibility);
+        self.point_read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT revision FROM artefacts WHERE id = :id AND {VISIBLE}"
+                ))?
+                .query_row(bind(&filter, &[(":id", &id)]).as_slice(), |row| row.get(0))
+                .optional()?)
         })
         .await
     }

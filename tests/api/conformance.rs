@@ -114,6 +114,14 @@ async fn put_is_a_compare_and_swap(f: Fixture) {
     ));
     let stored = s.get("a@1", &Visibility::all()).await.unwrap().unwrap();
     assert_eq!(stored, second, "what is read is exactly what was committed");
+    assert_eq!(
+        s.revision("a@1", &Visibility::all()).await.unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        s.revision("nope@1", &Visibility::all()).await.unwrap(),
+        None
+    );
 }
 
 async fn the_filter_applies_to_single_reads(f: Fixture) {
@@ -134,6 +142,17 @@ async fn the_filter_applies_to_single_reads(f: Fixture) {
         .await
         .unwrap()
         .is_none());
+    assert_eq!(
+        s.revision("br@main", &Visibility::all()).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        s.revision("br@main", &Visibility::releases())
+            .await
+            .unwrap(),
+        None,
+        "the revision is filtered like the document"
+    );
     assert!(s
         .get("rel@1", &Visibility::releases())
         .await
@@ -154,6 +173,7 @@ async fn the_filter_applies_to_single_reads(f: Fixture) {
         ..Visibility::all()
     };
     assert!(s.get("rel@1", &other_category).await.unwrap().is_none());
+    assert_eq!(s.revision("rel@1", &other_category).await.unwrap(), None);
 }
 
 async fn delete_leaves_a_tombstone_and_recreation_continues_the_revision(f: Fixture) {
@@ -170,6 +190,7 @@ async fn delete_leaves_a_tombstone_and_recreation_continues_the_revision(f: Fixt
     let tombstone = s.delete("a@1", 2).await.unwrap();
     assert!(tombstone.deleted && tombstone.seq > doc.seq && tombstone.revision == 2);
     assert!(s.get("a@1", &Visibility::all()).await.unwrap().is_none());
+    assert_eq!(s.revision("a@1", &Visibility::all()).await.unwrap(), None);
     assert!(matches!(
         s.delete("a@1", 2).await,
         Err(StoreError::NotFound)
@@ -654,7 +675,7 @@ fn s3_blobs() -> (Blobs, Option<tempfile::TempDir>) {
 
 async fn collect(stream: reliquary::blobs::BlobStream) -> Vec<u8> {
     use futures::TryStreamExt;
-    let chunks: Vec<Bytes> = stream.body.try_collect().await.unwrap();
+    let chunks: Vec<Bytes> = stream.body.into_stream().try_collect().await.unwrap();
     chunks.concat()
 }
 

@@ -307,3 +307,55 @@ async fn anonymous_read_modes_none_and_all() {
         200
     );
 }
+
+/// Every replica keeps hot documents encoded in memory; what another process writes to the
+/// shared store must still be what it serves next.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_serves_what_another_one_wrote_at_once() {
+    let writer = TestServer::start().await;
+    let reader = TestServer::launch(writer.config.clone()).await;
+    let first = npm_tarball("acme", "1.0.0");
+    writer.upload_ok("acme@1", "", first.clone(), 201).await;
+    for _ in 0..2 {
+        let doc: Value = reader
+            .get("/artefacts/acme@1")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(doc["version"], "1.0.0");
+        let tarball = reader
+            .get("/artefacts/acme@1/tarball")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(tarball.bytes().await.unwrap(), first);
+    }
+
+    let second = npm_tarball_with("acme", "1.1.0", b"new");
+    writer.upload_ok("acme@1", "", second.clone(), 200).await;
+    let doc = reader.get("/artefacts/acme@1").send().await.unwrap();
+    assert_eq!(doc.headers()["etag"], "\"2\"");
+    assert_eq!(doc.headers()["content-type"], "application/json");
+    let doc: Value = doc.json().await.unwrap();
+    assert_eq!(doc["version"], "1.1.0");
+    let tarball = reader
+        .get("/artefacts/acme@1/tarball")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tarball.headers()["x-artefact-version"], "1.1.0");
+    assert_eq!(tarball.bytes().await.unwrap(), second);
+
+    writer
+        .admin_delete("/artefacts/acme@1")
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let gone = reader.get("/artefacts/acme@1").send().await.unwrap();
+    expect_error(gone, 404, "artefact_not_found").await;
+}

@@ -283,6 +283,22 @@ impl ArtefactStore for MongoStore {
             .transpose()
     }
 
+    async fn revision(&self, id: &str, visibility: &Visibility) -> StoreResult<Option<i64>> {
+        let found = self
+            .collection("artefacts")
+            .find_one(and(doc! {"_id": id}, visibility))
+            .projection(doc! {"revision": 1})
+            .await
+            .map_err(map_err)?;
+        found
+            .map(|document| {
+                document
+                    .get_i64("revision")
+                    .map_err(|e| StoreError::Other(format!("corrupt stored document: {e}")))
+            })
+            .transpose()
+    }
+
     async fn put(&self, doc: Artefact, expected: Option<i64>) -> StoreResult<Artefact> {
         let token = Uuid::new_v4().to_string();
         let seq = self.claim_seq(&token).await?;
