@@ -16,7 +16,9 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, RetryConfig, WriteMultipart};
+use object_store::{
+    ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart,
+};
 use reliquary_client::types::BlobRef;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -142,7 +144,11 @@ impl Blobs {
     /// Blobs under a local directory, created if missing.
     pub fn local(root: &FsPath) -> std::io::Result<Self> {
         std::fs::create_dir_all(root)?;
-        let store = LocalFileSystem::new_with_prefix(root).map_err(std::io::Error::other)?;
+        // fsync: an upload is acknowledged only once its metadata is committed (SQLite with
+        // synchronous=FULL), and that metadata must not outlive a power cut that loses the blob.
+        let store = LocalFileSystem::new_with_prefix(root)
+            .map_err(std::io::Error::other)?
+            .with_fsync(true);
         Ok(Self {
             store: Arc::new(store),
             local_root: Some(root.canonicalize()?),
