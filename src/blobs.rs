@@ -102,8 +102,10 @@ pub struct Blobs {
     small_blobs: Arc<SmallBlobCache>,
 }
 
-/// Read size for local downloads: large reads keep the copy loop cheap.
-const LOCAL_READ_CHUNK: usize = 1024 * 1024;
+/// Read size for local downloads: each chunk costs a trip to the blocking pool, and at 4 MiB
+/// those trips stop showing against nginx's `sendfile` (1 MiB: 1.2x, 4 MiB: 1.0-1.1x). A
+/// download holds at most two chunks: the one hyper is writing and the one being read.
+const LOCAL_READ_CHUNK: usize = 4 * 1024 * 1024;
 
 /// Tarballs up to this size are read whole and cached; larger ones are streamed.
 const SMALL_BLOB_MAX: u64 = 1024 * 1024;
