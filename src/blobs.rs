@@ -23,6 +23,8 @@ use reliquary_client::types::BlobRef;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::memory_cache::{bytes_cache, BytesCache};
+
 /// Where a blob lives; nobody builds blob paths by hand.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BlobKey {
@@ -99,7 +101,7 @@ pub struct Blobs {
     /// Small finished tarballs kept in memory. Content-addressed blobs never change, so a cached
     /// copy cannot go stale, and serving one skips the file open (or the S3 GET) that cost more
     /// than the rest of a small download (docs/benchmarks.md).
-    small_blobs: Arc<SmallBlobCache>,
+    small_blobs: Arc<BytesCache<Bytes>>,
 }
 
 /// Read size for local downloads: each chunk costs a trip to the blocking pool, and at 4 MiB
@@ -113,25 +115,8 @@ const SMALL_BLOB_MAX: u64 = 1024 * 1024;
 /// The memory the small-tarball cache may hold (least recently used go first).
 const SMALL_BLOB_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
-type SmallBlobCache = quick_cache::sync::Cache<String, Bytes, ByLength>;
-
-/// Weighs a cached blob by its length, so the cache's capacity is in bytes.
-#[derive(Clone)]
-struct ByLength;
-
-impl quick_cache::Weighter<String, Bytes> for ByLength {
-    fn weight(&self, _key: &String, blob: &Bytes) -> u64 {
-        blob.len().max(1) as u64
-    }
-}
-
-fn small_blob_cache() -> Arc<SmallBlobCache> {
-    let typical_blob = 64 * 1024;
-    Arc::new(SmallBlobCache::with_weighter(
-        (SMALL_BLOB_CACHE_BYTES / typical_blob) as usize,
-        SMALL_BLOB_CACHE_BYTES,
-        ByLength,
-    ))
+fn small_blob_cache() -> Arc<BytesCache<Bytes>> {
+    Arc::new(bytes_cache(SMALL_BLOB_CACHE_BYTES, 64 * 1024))
 }
 
 impl Blobs {

@@ -15,6 +15,7 @@ pub mod federation;
 pub mod gc;
 pub mod http;
 pub mod legacy;
+pub mod memory_cache;
 pub mod metrics;
 pub mod registry;
 pub mod secrets;

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use reliquary_client::types::Artefact;
 
+use crate::memory_cache::{bytes_cache, BytesCache, Footprint};
+
 /// A document, decoded for the registry's checks and encoded once for the wire.
 #[derive(Clone)]
 pub struct Served {
@@ -27,29 +29,21 @@ impl Served {
     }
 }
 
-/// The memory the cache may hold, counted in encoded bytes.
-const CACHE_BYTES: u64 = 16 * 1024 * 1024;
-
-#[derive(Clone)]
-struct ByLength;
-
-impl quick_cache::Weighter<String, Served> for ByLength {
-    fn weight(&self, _id: &String, served: &Served) -> u64 {
+impl Footprint for Served {
+    fn footprint(&self) -> u64 {
         // The decoded copy costs about as much again as the encoded one.
-        2 * served.json.len() as u64 + 1
+        2 * self.json.len() as u64
     }
 }
 
-pub struct Documents(quick_cache::sync::Cache<String, Served, ByLength>);
+/// The memory the cache may hold.
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+pub struct Documents(BytesCache<Served>);
 
 impl Default for Documents {
     fn default() -> Self {
-        let typical_document = 4 * 1024;
-        Self(quick_cache::sync::Cache::with_weighter(
-            (CACHE_BYTES / typical_document) as usize,
-            CACHE_BYTES,
-            ByLength,
-        ))
+        Self(bytes_cache(CACHE_BYTES, 4 * 1024))
     }
 }
 
