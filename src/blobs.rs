@@ -77,7 +77,11 @@ impl BlobStream {
     fn in_memory(whole: Bytes, range: Option<Range<u64>>) -> Self {
         let size = whole.len() as u64;
         let part = match range {
-            Some(range) => whole.slice(range.start as usize..range.end.min(size) as usize),
+            // Clamped: a blob shorter than its slot must not panic here (the caller refuses it).
+            Some(range) => {
+                let end = range.end.min(size);
+                whole.slice(range.start.min(end) as usize..end as usize)
+            }
             None => whole,
         };
         Self {

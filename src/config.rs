@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -76,6 +77,30 @@ pub struct ServeArgs {
     /// Days the audit log keeps entries (0 keeps them forever).
     #[arg(long, env = "RELIQUARY_AUDIT_RETENTION_DAYS")]
     pub audit_retention_days: Option<u32>,
+    /// Request headers must arrive within this long (`30s`), or the connection is closed.
+    #[arg(long, env = "RELIQUARY_HEADER_TIMEOUT", value_parser = parse_duration)]
+    pub header_timeout: Option<Duration>,
+    /// A response write that makes no progress for this long (`60s`) closes the connection.
+    #[arg(long, env = "RELIQUARY_SEND_TIMEOUT", value_parser = parse_duration)]
+    pub send_timeout: Option<Duration>,
+    /// Every request to a peer registry must connect, answer with headers and keep sending
+    /// within this long (`30s`).
+    #[arg(long, env = "RELIQUARY_PEER_TIMEOUT", value_parser = parse_duration)]
+    pub peer_timeout: Option<Duration>,
+}
+
+/// A duration as the flags take it: `90s`, `15m`, `12h`, `30d` (humantime's grammar).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| format!("`{text}`: {e}"))?;
+    if duration.is_zero() {
+        return Err(format!("`{text}`: a duration must be longer than zero"));
+    }
+    Ok(duration)
+}
+
+fn duration_from_file(text: Option<&String>) -> anyhow::Result<Option<Duration>> {
+    text.map(|t| parse_duration(t).map_err(anyhow::Error::msg))
+        .transpose()
 }
 
 /// The settings file: the same names as the flags.
@@ -97,6 +122,9 @@ struct FileConfig {
     max_unpacked_ratio: Option<u64>,
     audit_retention_days: Option<u32>,
     upload_idle_timeout_seconds: Option<u64>,
+    header_timeout: Option<String>,
+    send_timeout: Option<String>,
+    peer_timeout: Option<String>,
 }
 
 /// The resolved configuration of a registry.
@@ -117,6 +145,9 @@ pub struct Config {
     pub tarball_limits: Limits,
     pub audit_retention_days: u32,
     pub upload_idle_timeout: std::time::Duration,
+    pub header_timeout: Duration,
+    pub send_timeout: Duration,
+    pub peer_timeout: Duration,
 }
 
 impl Config {
@@ -136,6 +167,9 @@ impl Config {
             tarball_limits: Limits::default(),
             audit_retention_days: 90,
             upload_idle_timeout: std::time::Duration::from_secs(30),
+            header_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(60),
+            peer_timeout: Duration::from_secs(30),
         }
     }
 
@@ -210,6 +244,18 @@ impl Config {
         {
             config.upload_idle_timeout = std::time::Duration::from_secs(seconds.max(1));
         }
+        config.header_timeout = args
+            .header_timeout
+            .or(duration_from_file(file.header_timeout.as_ref())?)
+            .unwrap_or(config.header_timeout);
+        config.send_timeout = args
+            .send_timeout
+            .or(duration_from_file(file.send_timeout.as_ref())?)
+            .unwrap_or(config.send_timeout);
+        config.peer_timeout = args
+            .peer_timeout
+            .or(duration_from_file(file.peer_timeout.as_ref())?)
+            .unwrap_or(config.peer_timeout);
         config.validate()?;
         Ok(config)
     }

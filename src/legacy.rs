@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::io::AsyncBufReadExt;
 
 use crate::domain::arch::NOARCH;
+use crate::domain::document::{bound_text_fields, describe_problems, validate_document};
 use crate::domain::legacy::{plan, LegacyRecord, PlannedArtefact};
 use crate::domain::visibility::Visibility;
 use crate::registry::{Outcome, Registry};
@@ -152,7 +153,7 @@ async fn import_one(
         version: &version,
         signed_at: Timestamp::now(),
     });
-    let doc = Artefact {
+    let mut doc = Artefact {
         id: planned.id.clone(),
         kind: planned.kind,
         package_name: planned.package_name.clone(),
@@ -178,6 +179,15 @@ async fn import_one(
         revision: 0,
         seq: 0,
     };
+    // The rules every stored document obeys, whichever way it comes in.
+    bound_text_fields(&mut doc);
+    if let Err(problems) = validate_document(&doc) {
+        anyhow::bail!(
+            "{} is not importable: {}",
+            planned.id,
+            describe_problems(&problems)
+        );
+    }
     match registry.store.put(doc, None).await {
         Ok(doc) => {
             registry

@@ -23,7 +23,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::client::{check, encode_id, Client, Error, Result};
 use crate::extract::{extract, ExtractLimits};
-use crate::jws::Received;
+use crate::jws::verify_slot;
 use crate::types::{Artefact, Timestamp};
 
 /// What `ensure_artefact` made present.
@@ -168,18 +168,8 @@ impl Client {
 
         let verified = self.trusted.is_some();
         if let Some(trusted) = &self.trusted {
-            let payload = trusted
-                .verify(&slot.signature)
-                .map_err(|e| Error::Integrity(format!("slot signature: {e}")))?;
-            let claimed = Received {
-                id,
-                architecture: &resolved,
-                sha256: &slot.sha256,
-                size: slot.size,
-            };
-            payload
-                .check_matches(&claimed)
-                .map_err(|e| Error::Integrity(e.to_string()))?;
+            verify_slot(trusted, &doc, &resolved, None)
+                .map_err(|e| Error::Integrity(format!("slot `{resolved}`: {e}")))?;
         }
         let nonce = uuid_like();
         let archive = entry.join(format!(".download-{nonce}.tgz"));

@@ -8,9 +8,12 @@ use serde::de::DeserializeOwned;
 
 use crate::jws::TrustedKeys;
 use crate::types::{
-    ApiKey, Artefact, ChangePage, CreatedKey, ErrorBody, Items, Kind, NewKey, PutRemote, Remote,
-    SyncSummary, WellKnown,
+    ApiKey, Artefact, CreatedKey, ErrorBody, Items, Kind, NewKey, PutRemote, Remote, SyncSummary,
+    WellKnown,
 };
+
+/// The most of an error answer's body that is read; the rest is not worth a peer's bandwidth.
+const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// What can go wrong talking to a registry; match on it to react.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +76,8 @@ pub struct ClientBuilder {
     timeout: Duration,
     cache_dir: Option<PathBuf>,
     trusted: Option<TrustedKeys>,
+    idle_timeout: Option<Duration>,
+    header_timeout: Option<Duration>,
 }
 
 impl ClientBuilder {
@@ -104,8 +109,24 @@ impl ClientBuilder {
         self
     }
 
+    /// Fail a transfer that receives nothing for this long (a peer that stops sending).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Fail a download whose response headers do not arrive within this long.
+    pub fn header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = Some(timeout);
+        self
+    }
+
     pub fn build(self) -> Result<Client> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        if let Some(idle) = self.idle_timeout {
+            http = http.read_timeout(idle);
+        }
+        let http = http
             .connect_timeout(self.timeout)
             .user_agent(concat!("reliquary-client/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -117,6 +138,7 @@ impl ClientBuilder {
             timeout: self.timeout,
             cache_dir: self.cache_dir,
             trusted: self.trusted,
+            header_timeout: self.header_timeout,
         })
     }
 }
@@ -130,6 +152,17 @@ pub struct Client {
     pub(crate) timeout: Duration,
     pub(crate) cache_dir: Option<PathBuf>,
     pub(crate) trusted: Option<TrustedKeys>,
+    header_timeout: Option<Duration>,
+}
+
+/// One page of the change feed with its items still undecoded, so that the caller can judge
+/// each item on its own: one malformed item must not make the whole page unreadable.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawChangePage {
+    pub items: Vec<serde_json::Value>,
+    pub last_seq: i64,
+    pub has_more: bool,
 }
 
 /// An id as one percent-encoded path segment.
@@ -145,6 +178,8 @@ impl Client {
             timeout: Duration::from_secs(30),
             cache_dir: None,
             trusted: None,
+            idle_timeout: None,
+            header_timeout: None,
         }
     }
 
@@ -186,8 +221,15 @@ impl Client {
     }
 
     /// One page of the change feed after `since`; with `wait`, the registry holds the request
-    /// until something changes or `wait` seconds pass (long-polling).
-    pub async fn changes(&self, since: i64, limit: usize, wait: Option<u64>) -> Result<ChangePage> {
+    /// until something changes or `wait` seconds pass (long-polling). A page over `max_bytes`
+    /// is refused while it is read, never buffered whole.
+    pub async fn changes(
+        &self,
+        since: i64,
+        limit: usize,
+        wait: Option<u64>,
+        max_bytes: usize,
+    ) -> Result<RawChangePage> {
         let mut query = vec![("since", since.to_string()), ("limit", limit.to_string())];
         let mut request = self.request(Method::GET, "/artefacts");
         if let Some(wait) = wait {
@@ -201,25 +243,63 @@ impl Client {
             .send()
             .await
             .map_err(Error::Unreachable)?;
-        check(response)
-            .await?
-            .json()
-            .await
-            .map_err(|e| Error::Protocol(e.to_string()))
+        let body = read_capped(check(response).await?, max_bytes).await?;
+        if body.len() > max_bytes {
+            return Err(Error::Protocol(format!(
+                "the change page is larger than {max_bytes} bytes"
+            )));
+        }
+        serde_json::from_slice(&body).map_err(|e| Error::Protocol(e.to_string()))
     }
 
     /// Starts downloading one slot; the caller streams `bytes_stream()` and verifies it.
     pub async fn tarball(&self, id: &str, architecture: &str) -> Result<reqwest::Response> {
-        let response = self
+        let send = self
             .request(
                 Method::GET,
                 &format!("/artefacts/{}/tarball", encode_id(id)),
             )
             .query(&[("architecture", architecture)])
+            .send();
+        let response = match self.header_timeout {
+            Some(limit) => tokio::time::timeout(limit, send).await.map_err(|_| {
+                Error::Protocol(format!(
+                    "timed out: no response headers within {} s",
+                    limit.as_secs_f64()
+                ))
+            })?,
+            None => send.await,
+        }
+        .map_err(Error::Unreachable)?;
+        check(response).await
+    }
+
+    /// A small body (at most `max_bytes`) of a slot's attestation bundle.
+    pub async fn attestation(
+        &self,
+        id: &str,
+        architecture: &str,
+        max_bytes: usize,
+    ) -> Result<Vec<u8>> {
+        let response = self
+            .request(
+                Method::GET,
+                &format!(
+                    "/artefacts/{}/tarballs/{architecture}/attestation",
+                    encode_id(id)
+                ),
+            )
+            .timeout(self.timeout)
             .send()
             .await
             .map_err(Error::Unreachable)?;
-        check(response).await
+        let body = read_capped(check(response).await?, max_bytes).await?;
+        if body.len() > max_bytes {
+            return Err(Error::Protocol(format!(
+                "the attestation is larger than {max_bytes} bytes"
+            )));
+        }
+        Ok(body)
     }
 
     pub async fn create_key(&self, key: &NewKey) -> Result<CreatedKey> {
@@ -344,7 +424,10 @@ pub async fn check(response: Response) -> Result<Response> {
     if status.is_success() || status == StatusCode::NOT_MODIFIED {
         return Ok(response);
     }
-    let text = response.text().await.unwrap_or_default();
+    let bytes = read_capped(response, MAX_ERROR_BODY)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_ERROR_BODY)]).into_owned();
     let body = serde_json::from_str(&text).unwrap_or_else(|_| ErrorBody {
         code: "http_error".into(),
         message: if text.is_empty() {
@@ -364,4 +447,21 @@ pub async fn check(response: Response) -> Result<Response> {
         },
         _ => Error::Api { status, body },
     })
+}
+
+/// Reads at most `max + 1` bytes of a body, so that the caller can tell "too large" from
+/// "exactly the limit" without ever holding more.
+async fn read_capped(response: Response, max: usize) -> Result<Vec<u8>> {
+    use futures::StreamExt;
+    let mut stream = response.bytes_stream();
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(Error::Unreachable)?;
+        let room = (max + 1).saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() > max {
+            break;
+        }
+    }
+    Ok(body)
 }

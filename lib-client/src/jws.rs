@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::json::{canonicalize, parse_strict};
-use crate::types::{Jwk, Kind, Timestamp};
+use crate::types::{Artefact, Jwk, Kind, Timestamp};
 
 /// What a slot signature asserts: this registry observed these bytes for this id, slot and version.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +55,8 @@ pub enum JwsError {
     BadSignature,
     #[error("the payload is not canonical JSON of the signing payload: {0}")]
     Payload(String),
+    #[error("the document has no `{0}` slot")]
+    NoSlot(String),
     #[error("the signature is for {field} `{signed}`, but the registry served `{actual}`")]
     Mismatch {
         field: &'static str,
@@ -233,4 +235,52 @@ impl SigningPayload {
         }
         Ok(())
     }
+}
+
+/// The one slot check, shared by the sync worker, the client cache and the web UI: the slot's
+/// signature verifies with `keys`, and every field it signs equals what the document says
+/// (`id`, `architecture`, `kind`, `packageName`, `version`, `sha256`, `size`, and the signing
+/// `registry` when the caller knows which registry must have signed). A signature that verifies
+/// but speaks about another slot, kind or version is refused like a forged one.
+pub fn verify_slot(
+    keys: &TrustedKeys,
+    doc: &Artefact,
+    architecture: &str,
+    registry: Option<&str>,
+) -> Result<SigningPayload, JwsError> {
+    let slot = doc
+        .tarballs
+        .get(architecture)
+        .ok_or_else(|| JwsError::NoSlot(architecture.to_owned()))?;
+    let payload = keys.verify(&slot.signature)?;
+    payload.check_matches(&Received {
+        id: &doc.id,
+        architecture,
+        sha256: &slot.sha256,
+        size: slot.size,
+    })?;
+    let pairs = [
+        ("kind", payload.kind.as_str(), doc.kind.as_str()),
+        (
+            "packageName",
+            payload.package_name.as_str(),
+            doc.package_name.as_str(),
+        ),
+        ("version", payload.version.as_str(), slot.version.as_str()),
+        (
+            "registry",
+            payload.registry.as_str(),
+            registry.unwrap_or(payload.registry.as_str()),
+        ),
+    ];
+    for (field, signed, actual) in pairs {
+        if signed != actual {
+            return Err(JwsError::Mismatch {
+                field,
+                signed: signed.to_owned(),
+                actual: actual.to_owned(),
+            });
+        }
+    }
+    Ok(payload)
 }

@@ -259,6 +259,14 @@ pub struct WellKnown {
 pub struct RegistryKeys {
     pub registry: String,
     pub keys: Vec<Jwk>,
+    /// The local remote these keys were pinned through (in `/.well-known/reliquary` and
+    /// `GET /remotes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+    /// `peer` (the remote's own keys), `trusted` (pinned by the operator) or `relayed` (the
+    /// remote's keys for another registry, trusted only through that remote).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// `PUT /remotes/{name}` request.
@@ -279,6 +287,9 @@ pub struct PutRemote {
     pub architectures: Option<Vec<String>>,
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Keys pinned explicitly, by registry name; they win over what any peer publishes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_keys: Option<BTreeMap<String, Vec<Jwk>>>,
 }
 
 fn default_interval() -> u64 {
@@ -311,6 +322,9 @@ pub struct Remote {
     pub last_error: Option<String>,
     pub mirrored_artefacts: u64,
     pub created_at: Timestamp,
+    /// Every key set pinned through this remote, with its source.
+    #[serde(default)]
+    pub pinned_keys: Vec<RegistryKeys>,
 }
 
 /// `POST /remotes/{name}/sync`: what one pass did.
@@ -322,9 +336,25 @@ pub struct SyncSummary {
     pub conflicts: u64,
     pub skipped: u64,
     pub cursor: i64,
-    /// Tarball bytes downloaded (blobs already present are not downloaded again).
+    /// Tarball bytes downloaded from the peer.
     #[serde(default)]
     pub bytes: u64,
+    /// The items skipped as invalid (counted in `skipped` too), with the reason; at most the
+    /// first [`MAX_LISTED_INVALID`].
+    #[serde(default)]
+    pub invalid: Vec<InvalidItem>,
+}
+
+/// How many invalid items a pass summary lists.
+pub const MAX_LISTED_INVALID: usize = 50;
+
+/// A change a peer offered that failed validation or verification.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvalidItem {
+    pub id: Option<String>,
+    pub seq: Option<i64>,
+    pub reason: String,
 }
 
 /// What a key may do (see the roles table in `api.md`).

@@ -1,5 +1,6 @@
 //! `reliquary remotes put|list|sync|delete`.
 
+use anyhow::Context;
 use clap::Subcommand;
 use reliquary_client::types::{PutRemote, Remote};
 
@@ -27,6 +28,10 @@ pub enum RemotesCommand {
         /// Configure it without starting the sync worker.
         #[arg(long)]
         disabled: bool,
+        /// Pin keys explicitly: a JSON file `{"<registry>": [JWK, ...]}` (for instance the
+        /// `keys` of the origin's `/.well-known/reliquary`, obtained out of band).
+        #[arg(long, value_name = "FILE")]
+        trusted_keys: Option<std::path::PathBuf>,
     },
     /// List remotes and their sync status.
     List,
@@ -52,7 +57,18 @@ pub async fn run(args: &ClientArgs, command: RemotesCommand) -> anyhow::Result<(
             allowed_category,
             architectures,
             disabled,
+            trusted_keys,
         } => {
+            let trusted_keys = match trusted_keys {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    Some(serde_json::from_str(&text).with_context(|| {
+                        format!("{} is not a JSON object of JWK lists", path.display())
+                    })?)
+                }
+                None => None,
+            };
             let request = PutRemote {
                 url,
                 token: peer_token,
@@ -61,6 +77,7 @@ pub async fn run(args: &ClientArgs, command: RemotesCommand) -> anyhow::Result<(
                 allowed_category,
                 architectures: (!architectures.is_empty()).then_some(architectures),
                 enabled: !disabled,
+                trusted_keys,
             };
             let remote = client.put_remote(&name, &request).await?;
             args.print(&remote, |r| {

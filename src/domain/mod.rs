@@ -2,6 +2,7 @@
 //! download resolves its slot, what an upload may replace, who sees what, and what gets signed.
 
 pub mod arch;
+pub mod document;
 pub mod id;
 pub mod legacy;
 pub mod rules;

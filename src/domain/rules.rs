@@ -131,6 +131,7 @@ pub fn apply_upload(
     doc.tarballs.insert(intent.architecture.to_owned(), slot);
     doc.updated_at = now;
     doc.data_updated_at = now;
+    super::document::bound_text_fields(&mut doc);
     doc
 }
 

@@ -18,6 +18,8 @@ use reliquary_client::archive::{
 use reliquary_client::json::parse_strict;
 use reliquary_client::types::FieldError;
 use semver::Version;
+
+use super::document::check_package_name;
 use serde_json::Value;
 
 /// The validated fields of `package.json` that the registry keeps.
@@ -273,32 +275,6 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, Rejection> {
             description,
         }),
         _ => Err(invalid(problems)),
-    }
-}
-
-/// npm's rules for a package name, the part that matters for a registry: lowercase, URL-safe,
-/// at most 214 characters, optionally scoped.
-fn check_package_name(name: &str) -> Result<(), String> {
-    let plain = |part: &str| {
-        !part.is_empty()
-            && !part.starts_with('.')
-            && !part.starts_with('_')
-            && part
-                .chars()
-                .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-' | '.' | '_' | '~'))
-    };
-    let valid = name.len() <= 214
-        && match name.strip_prefix('@').and_then(|s| s.split_once('/')) {
-            Some((scope, bare)) => plain(scope) && plain(bare),
-            None => plain(name),
-        };
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` is not a valid npm package name (lowercase, URL-safe, optionally `@scope/name`)",
-            truncate_chars(name, 100)
-        ))
     }
 }
 

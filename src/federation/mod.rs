@@ -7,6 +7,7 @@
 //! replicas on one database, a lease in the metadata store lets one replica sync a remote at a
 //! time; another takes over when the lease lapses.
 
+pub mod keyring;
 mod pass;
 
 use std::collections::HashMap;

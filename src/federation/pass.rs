@@ -1,58 +1,43 @@
 //! One sync pass over a remote: pull the peer's change feed from the cursor, apply each change,
 //! and advance the cursor only after a whole page is applied — a crash mid-page repeats work
 //! but never skips it.
+//!
+//! Everything a peer sends is untrusted input. Each item passes the same validation as an
+//! upload, each slot's signature must verify with a key pinned for its origin *through this
+//! remote* and say what the document says, and each new slot's bytes are read from the peer and
+//! hashed, whatever is stored locally already. An item that fails is skipped (`sync.invalid`)
+//! and the pass goes on; only failing to talk to the peer (a timeout, a broken transfer, a page
+//! too large or going nowhere) ends a pass, leaving the cursor where it was.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use anyhow::{anyhow, bail, Context};
-use reliquary_client::jws::{Received, TrustedKeys};
-use reliquary_client::types::{Artefact, Change, Origin, SyncSummary, Timestamp, Tombstone};
+use anyhow::{anyhow, bail};
+use reliquary_client::archive::truncate_chars;
+use reliquary_client::jws::verify_slot;
+use reliquary_client::types::{
+    Artefact, BlobRef, Change, InvalidItem, Origin, SyncSummary, Timestamp, Tombstone,
+    MAX_LISTED_INVALID,
+};
 use reliquary_client::Client;
+use serde_json::Value;
 
-use crate::blobs::BlobKey;
+use super::keyring::KeyRing;
+use crate::domain::document::{bound_text_fields, describe_problems, validate_document};
+use crate::domain::id::validate_id;
 use crate::domain::visibility::Visibility;
-use crate::registry::{Outcome, Registry};
+use crate::registry::{bounded_detail, Outcome, Registry};
 use crate::store::{RemoteRecord, StoreError};
 use crate::upload::receive;
 
-/// Changes per page pulled from a peer.
+/// Changes per page pulled from a peer; a page with more is refused.
 const PAGE: usize = 100;
-
-/// The peer's pinned keys, by the registry they belong to.
-struct PinnedKeys(HashMap<String, TrustedKeys>);
-
-impl PinnedKeys {
-    fn of(remote: &RemoteRecord) -> anyhow::Result<Self> {
-        let mut keys = HashMap::new();
-        for registry in &remote.config.pinned {
-            let trusted = TrustedKeys::from_jwks(&registry.keys).map_err(|e| anyhow!(e))?;
-            keys.insert(registry.registry.clone(), trusted);
-        }
-        Ok(Self(keys))
-    }
-
-    /// Verifies a slot signature made by `registry` with one of that registry's pinned keys.
-    fn verify(
-        &self,
-        registry: &str,
-        signature: &str,
-        received: &Received<'_>,
-    ) -> anyhow::Result<()> {
-        let trusted = self
-            .0
-            .get(registry)
-            .ok_or_else(|| anyhow!("no pinned keys for registry `{registry}`"))?;
-        let payload = trusted.verify(signature).context("slot signature")?;
-        if payload.registry != registry {
-            bail!(
-                "the signature names registry `{}`, expected `{registry}`",
-                payload.registry
-            );
-        }
-        payload.check_matches(received)?;
-        Ok(())
-    }
-}
+/// The largest page read from a peer; the read stops there.
+const MAX_PAGE_BYTES: usize = 16 << 20;
+/// A pass yields after this many pages (the worker starts the next one at once), so that a
+/// peer with an endless feed cannot hold a pass forever.
+const MAX_PAGES_PER_PASS: usize = 1000;
+/// Attestation bundles are small JSON documents (the upload limit).
+const MAX_ATTESTATION_BYTES: usize = 64 * 1024;
 
 /// What one change did.
 enum Applied {
@@ -60,6 +45,14 @@ enum Applied {
     Deleted,
     Conflict,
     Skipped,
+    /// Refused: it failed validation or verification. The pass goes on.
+    Invalid(String),
+}
+
+/// Why mirroring one slot's bytes failed: the peer's fault for this item, or the transfer's.
+enum BlobFailure {
+    Invalid(String),
+    Transfer(anyhow::Error),
 }
 
 impl Registry {
@@ -71,19 +64,46 @@ impl Registry {
     ) -> anyhow::Result<SyncSummary> {
         let client = Client::builder(&remote.config.url)
             .token(remote.token.clone())
+            .timeout(self.peer_timeout)
+            .header_timeout(self.peer_timeout)
+            .idle_timeout(self.peer_timeout)
             .build()?;
-        let pinned = PinnedKeys::of(remote)?;
+        let remotes = self.store.list_remotes().await?;
+        let ring = KeyRing::build(self.signer.registry(), &remotes);
         let mut state = remote.state.clone();
         let mut summary = SyncSummary::default();
         let mut wait = wait;
+        let mut pages = 0;
         let outcome = loop {
-            let page = match client.changes(state.cursor, PAGE, wait.take()).await {
+            if pages == MAX_PAGES_PER_PASS {
+                break Ok(());
+            }
+            pages += 1;
+            let page = match client
+                .changes(state.cursor, PAGE, wait.take(), MAX_PAGE_BYTES)
+                .await
+            {
                 Ok(page) => page,
                 Err(error) => break Err(anyhow!(error).context("reading the peer's change feed")),
             };
+            if page.items.len() > PAGE {
+                break Err(anyhow!(
+                    "the peer answered {} changes to a request for at most {PAGE}",
+                    page.items.len()
+                ));
+            }
+            let mut highest = state.cursor;
             let mut failed = None;
-            for change in &page.items {
-                match self.apply(remote, &client, &pinned, change).await {
+            for item in &page.items {
+                let seq = item.get("seq").and_then(Value::as_i64);
+                highest = highest.max(seq.unwrap_or(i64::MIN));
+                let applied = match serde_json::from_value::<Change>(item.clone()) {
+                    Ok(change) => self.apply(remote, &client, &ring, &change).await,
+                    Err(error) => Ok(Applied::Invalid(format!(
+                        "not an artefact document or tombstone: {error}"
+                    ))),
+                };
+                match applied {
                     Ok(Applied::Mirrored(bytes)) => {
                         summary.mirrored += 1;
                         summary.bytes += bytes;
@@ -91,11 +111,19 @@ impl Registry {
                     Ok(Applied::Deleted) => summary.deleted += 1,
                     Ok(Applied::Conflict) => summary.conflicts += 1,
                     Ok(Applied::Skipped) => summary.skipped += 1,
+                    Ok(Applied::Invalid(reason)) => {
+                        let id = item.get("id").and_then(Value::as_str);
+                        self.refuse_item(remote, &mut summary, id, seq, reason)
+                            .await;
+                    }
                     Err(error) => {
                         failed = Some(error.context(format!(
                             "applying `{}` (seq {})",
-                            change.id(),
-                            change.seq()
+                            truncate_chars(
+                                item.get("id").and_then(Value::as_str).unwrap_or("?"),
+                                100
+                            ),
+                            seq.unwrap_or_default()
                         )));
                         break;
                     }
@@ -104,9 +132,16 @@ impl Registry {
             if let Some(error) = failed {
                 break Err(error);
             }
-            state.cursor = match page.items.last() {
-                Some(last) if page.has_more => last.seq(),
-                _ => state.cursor.max(page.last_seq),
+            if page.has_more && highest <= state.cursor {
+                break Err(anyhow!(
+                    "the peer says more changes follow seq {} but sent none past it; the pass stops rather than ask forever",
+                    state.cursor
+                ));
+            }
+            state.cursor = if page.has_more {
+                highest
+            } else {
+                state.cursor.max(page.last_seq).max(highest)
             };
             state.peer_last_seq = page.last_seq;
             self.store.set_remote_state(&remote.name, &state).await?;
@@ -121,18 +156,21 @@ impl Registry {
         match &outcome {
             Ok(()) => {
                 state.last_success_at = Some(now);
-                state.last_error = None;
+                // A pass that refused items succeeded, but the operator should see why.
+                state.last_error = summary.invalid.first().map(|first| {
+                    bounded_detail(format!(
+                        "{} item(s) refused as invalid; first: `{}`: {}",
+                        summary.invalid.len(),
+                        first.id.as_deref().unwrap_or("?"),
+                        first.reason
+                    ))
+                });
             }
             Err(error) => {
-                state.last_error = Some(format!("{error:#}"));
-                self.record_sync(
-                    &remote.name,
-                    "sync.error",
-                    Outcome::Invalid,
-                    None,
-                    format!("{error:#}"),
-                )
-                .await;
+                let text = bounded_detail(format!("{error:#}"));
+                state.last_error = Some(text.clone());
+                self.record_sync(&remote.name, "sync.error", Outcome::Invalid, None, text)
+                    .await;
             }
         }
         self.store.set_remote_state(&remote.name, &state).await?;
@@ -140,15 +178,49 @@ impl Registry {
         outcome.map(|()| summary)
     }
 
+    /// Counts, lists and audits one refused item.
+    async fn refuse_item(
+        &self,
+        remote: &RemoteRecord,
+        summary: &mut SyncSummary,
+        id: Option<&str>,
+        seq: Option<i64>,
+        reason: String,
+    ) {
+        let reason = bounded_detail(reason);
+        // Only a valid id is named as the artefact: an invalid one is not ours to index.
+        let valid_id = id.filter(|id| validate_id(id).is_ok());
+        tracing::warn!(remote = %remote.name, id = ?id.map(|i| truncate_chars(i, 100)), %reason, "refused a mirrored item");
+        self.record_sync(
+            &remote.name,
+            "sync.invalid",
+            Outcome::Invalid,
+            valid_id,
+            match (valid_id, id) {
+                (None, Some(id)) => format!("id {:?}: {reason}", truncate_chars(id, 100)),
+                _ => reason.clone(),
+            },
+        )
+        .await;
+        summary.skipped += 1;
+        if summary.invalid.len() < MAX_LISTED_INVALID {
+            summary.invalid.push(InvalidItem {
+                id: id.map(|i| truncate_chars(i, 214).to_owned()),
+                seq,
+                reason,
+            });
+        }
+    }
+
     async fn apply(
         &self,
         remote: &RemoteRecord,
         client: &Client,
-        pinned: &PinnedKeys,
+        ring: &KeyRing,
         change: &Change,
     ) -> anyhow::Result<Applied> {
         match change {
-            Change::Artefact(doc) => self.apply_artefact(remote, client, pinned, doc).await,
+            Change::Artefact(doc) => self.apply_artefact(remote, client, ring, doc).await,
             Change::Deleted(tombstone) => self.apply_tombstone(remote, tombstone).await,
         }
     }
@@ -157,10 +229,16 @@ impl Registry {
         &self,
         remote: &RemoteRecord,
         client: &Client,
-        pinned: &PinnedKeys,
-        doc: &Artefact,
+        ring: &KeyRing,
+        offered: &Artefact,
     ) -> anyhow::Result<Applied> {
         let config = &remote.config;
+        let mut doc = offered.clone();
+        // Free text is cut, not refused: it is unsigned, and older peers stored it uncut.
+        bound_text_fields(&mut doc);
+        if let Err(problems) = validate_document(&doc) {
+            return Ok(Applied::Invalid(describe_problems(&problems)));
+        }
         let wanted = Visibility {
             releases_only: true,
             id_prefix: config.allowed_name_prefix.clone(),
@@ -196,39 +274,63 @@ impl Registry {
                 return Ok(Applied::Conflict);
             }
         }
+        let keys = match ring.keys_for(&remote.name, &origin_registry) {
+            Ok(keys) => keys,
+            Err(why) => return Ok(Applied::Invalid(why)),
+        };
+        let wanted_slots: Vec<&String> = doc
+            .tarballs
+            .keys()
+            .filter(|arch| {
+                config
+                    .architectures
+                    .as_ref()
+                    .is_none_or(|only| only.contains(arch))
+            })
+            .collect();
+        for arch in &wanted_slots {
+            let slot = &doc.tarballs[*arch];
+            if slot.size > self.body_limits.max_bytes {
+                return Ok(Applied::Invalid(format!(
+                    "slot `{arch}` is {} bytes, over this registry's upload maximum of {}",
+                    slot.size, self.body_limits.max_bytes
+                )));
+            }
+            if let Err(why) = verify_slot(keys, &doc, arch, Some(&origin_registry)) {
+                return Ok(Applied::Invalid(format!("slot `{arch}`: {why}")));
+            }
+        }
 
         let mut tarballs = BTreeMap::new();
         let mut downloaded = 0;
-        for (arch, slot) in &doc.tarballs {
-            if config
-                .architectures
-                .as_ref()
-                .is_some_and(|only| !only.contains(arch))
-            {
-                continue;
-            }
-            let unchanged = local
-                .as_ref()
-                .and_then(|l| l.tarballs.get(arch))
-                .is_some_and(|mine| mine.sha256 == slot.sha256 && mine.signature == slot.signature);
-            if !unchanged {
-                let received = Received {
-                    id: &doc.id,
-                    architecture: arch,
-                    sha256: &slot.sha256,
-                    size: slot.size,
-                };
-                pinned
-                    .verify(&origin_registry, &slot.signature, &received)
-                    .with_context(|| format!("slot `{arch}`"))?;
-                if !self.blobs.exists(&BlobKey::sha256(&slot.sha256)).await? {
-                    self.mirror_blob(client, &doc.id, arch, &slot.sha256, slot.size)
-                        .await?;
-                    downloaded += slot.size;
+        for arch in wanted_slots {
+            let mut slot = doc.tarballs[arch].clone();
+            let mine = local.as_ref().and_then(|l| l.tarballs.get(arch));
+            // Bytes already read from this peer for this exact slot need no second download;
+            // anything else is read from the peer, even if a blob with that hash is stored.
+            let unchanged =
+                mine.is_some_and(|m| m.sha256 == slot.sha256 && m.signature == slot.signature);
+            if unchanged {
+                slot.attestation = mine.and_then(|m| m.attestation.clone());
+            } else {
+                match self
+                    .mirror_blob(client, &doc.id, arch, &slot.sha256, slot.size)
+                    .await
+                {
+                    Ok(()) => downloaded += slot.size,
+                    Err(BlobFailure::Invalid(why)) => return Ok(Applied::Invalid(why)),
+                    Err(BlobFailure::Transfer(error)) => return Err(error),
                 }
+                slot.attestation = match &slot.attestation {
+                    Some(wanted) => {
+                        self.mirror_attestation(client, &doc.id, arch, wanted)
+                            .await?
+                    }
+                    None => None,
+                };
             }
             // The origin's signature, byte for byte: consumers verify against the origin's key.
-            tarballs.insert(arch.clone(), slot.clone());
+            tarballs.insert(arch.clone(), slot);
         }
         if tarballs.is_empty() {
             return Ok(Applied::Skipped);
@@ -240,7 +342,7 @@ impl Registry {
                 remote: remote.name.clone(),
                 synced_at: Timestamp::now(),
             }),
-            ..doc.clone()
+            ..doc
         };
         if let Some(local) = &local {
             if same_content(local, &mirrored) {
@@ -268,7 +370,8 @@ impl Registry {
         Ok(Applied::Mirrored(downloaded))
     }
 
-    /// Downloads one slot into the blob store, checking size and sha256 before it is promoted.
+    /// Downloads one slot from the peer into the blob store, checking it like an upload (the
+    /// tarball rules) and against the announced size and sha256 before it is promoted.
     async fn mirror_blob(
         &self,
         client: &Client,
@@ -276,27 +379,61 @@ impl Registry {
         arch: &str,
         sha256: &str,
         size: u64,
-    ) -> anyhow::Result<()> {
-        let response = client.tarball(id, arch).await?;
+    ) -> Result<(), BlobFailure> {
+        let response = client.tarball(id, arch).await.map_err(|error| {
+            // A peer that lists a slot and then refuses it (4xx) has nothing to offer for this
+            // item; any later change to it comes with a higher seq. Anything else may pass.
+            let refused = error.status().is_some_and(|s| s.is_client_error());
+            let error = anyhow!(error).context(format!("downloading slot `{arch}`"));
+            if refused {
+                BlobFailure::Invalid(format!("{error:#}"))
+            } else {
+                BlobFailure::Transfer(error)
+            }
+        })?;
         let body = response.bytes_stream();
         // The announced size is the cap: a peer cannot push more than it declared.
         let limits = crate::upload::BodyLimits {
             max_bytes: size.max(1),
-            ..self.body_limits.clone()
+            idle_timeout: self.peer_timeout,
         };
         let received = receive(&self.blobs, body, &limits, &self.tarball_limits)
             .await
-            .map_err(|e| anyhow!("{}: {}", e.code, e.message))?;
+            .map_err(|e| {
+                let why = format!("slot `{arch}`: {}: {}", e.code, e.message);
+                match e.status.as_u16() {
+                    413 | 422 => BlobFailure::Invalid(why),
+                    _ => BlobFailure::Transfer(anyhow!(why)),
+                }
+            })?;
         if received.sha256 != sha256 || received.size != size {
             self.blobs.discard(received.upload).await;
-            bail!(
+            return Err(BlobFailure::Invalid(format!(
                 "slot `{arch}` arrived as {} bytes with sha256 {}, but the peer announced {size} bytes with sha256 {sha256}",
-                received.size,
-                received.sha256
-            );
+                received.size, received.sha256
+            )));
         }
-        self.blobs.promote(received.upload, sha256).await?;
+        self.blobs
+            .promote(received.upload, sha256)
+            .await
+            .map_err(|e| BlobFailure::Transfer(e.into()))?;
         Ok(())
+    }
+
+    /// Copies a slot's attestation bundle from the peer, checked against its announced digest;
+    /// one that cannot be had is dropped (it is unsigned provenance, not the artefact).
+    async fn mirror_attestation(
+        &self,
+        client: &Client,
+        id: &str,
+        arch: &str,
+        wanted: &BlobRef,
+    ) -> anyhow::Result<Option<BlobRef>> {
+        let Ok(bundle) = client.attestation(id, arch, MAX_ATTESTATION_BYTES).await else {
+            return Ok(None);
+        };
+        let stored = self.blobs.put_attestation(bundle.into()).await?;
+        Ok((stored.sha256 == wanted.sha256).then_some(stored))
     }
 
     async fn apply_tombstone(
@@ -304,6 +441,9 @@ impl Registry {
         remote: &RemoteRecord,
         tombstone: &Tombstone,
     ) -> anyhow::Result<Applied> {
+        if let Err(why) = validate_id(&tombstone.id) {
+            return Ok(Applied::Invalid(format!("tombstone: {why}")));
+        }
         let Some(local) = self.store.get(&tombstone.id, &Visibility::all()).await? else {
             return Ok(Applied::Skipped);
         };

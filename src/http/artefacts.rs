@@ -150,6 +150,20 @@ pub async fn tarball(
         }
     };
     let blob = registry.open_blob(&slot.sha256, range.clone()).await?;
+    if blob.size != slot.size {
+        // Serving it would send a short (or long) body under a Content-Length computed from
+        // the slot: the client would hang or be cut. Refuse, loudly: someone must repair it.
+        tracing::error!(
+            id = %doc.id, arch = %resolved, sha256 = %slot.sha256,
+            stored = blob.size, expected = slot.size,
+            "BLOB CORRUPT: the stored blob's length differs from its slot"
+        );
+        return Err(Error::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "blob_corrupt",
+            "The stored tarball is damaged (its length differs from its slot); the operator has been alerted in the log.",
+        ));
+    }
     let length = match &range {
         Some(range) => {
             response_headers.insert(
@@ -167,6 +181,10 @@ pub async fn tarball(
     };
     response_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
     response_headers.insert(CONTENT_LENGTH, value(&length.to_string()));
+    download_headers(
+        &mut response_headers,
+        &attachment_name(&doc.package_name, &slot.version, "tgz"),
+    );
     tracing::debug!(id = %doc.id, arch = %resolved, bytes = length, "serving tarball");
     let body = match blob.body {
         BlobBody::InMemory(bytes) => Body::from(bytes),
@@ -313,24 +331,46 @@ pub async fn attestation(
 ) -> Result<Response> {
     let arch = architecture(Some(arch))?;
     let bundle = registry.attestation(&caller, &id, &arch).await?;
-    Ok(([(CONTENT_TYPE, "application/json")], bundle).into_response())
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    download_headers(
+        &mut headers,
+        &attachment_name(&id, &arch, "attestation.json"),
+    );
+    Ok((headers, bundle).into_response())
 }
 
-/// Categories are short labels: the same alphabet as ids, without `@` and `/`.
 fn validate_category(category: &str) -> Result<()> {
-    let ok = !category.is_empty()
-        && category.len() <= 64
-        && category
-            .chars()
-            .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-' | '.' | '_'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::bad_request(
-            "invalid_category",
-            format!("`{category}` is not a category: use 1 to 64 of a-z 0-9 - . _"),
-        ))
-    }
+    crate::domain::document::validate_category(category)
+        .map_err(|why| Error::bad_request("invalid_category", why))
+}
+
+/// Downloads are files, never pages: the browser must neither sniff nor render them.
+fn download_headers(headers: &mut HeaderMap, filename: &str) {
+    headers.insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        axum::http::header::CONTENT_DISPOSITION,
+        value(&format!("attachment; filename=\"{filename}\"")),
+    );
+}
+
+/// `acme-plugin-1.4.2.tgz`, as `npm pack` names it (`@scope/name` -> `scope-name`). Package
+/// names and versions were validated, so the name holds no quote or control character.
+fn attachment_name(package: &str, version: &str, extension: &str) -> String {
+    let base = package.trim_start_matches('@').replace('/', "-");
+    format!("{base}-{version}.{extension}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-._+".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn is_multipart(headers: &HeaderMap) -> bool {

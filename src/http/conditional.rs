@@ -45,7 +45,7 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
             None => return RangeRequest::Full,
         },
         (false, false) => match (parse(start), parse(end)) {
-            (Some(first), Some(last)) if first <= last => first..(last + 1).min(size),
+            (Some(first), Some(last)) if first <= last => first..last.saturating_add(1).min(size),
             _ => return RangeRequest::Full,
         },
         (true, true) => return RangeRequest::Full,
@@ -96,6 +96,37 @@ mod tests {
         assert_eq!(parse_range(Some("items=0-1"), 10), RangeRequest::Full);
         assert_eq!(parse_range(Some("bytes=5-2"), 10), RangeRequest::Full);
         assert_eq!(parse_range(Some("bytes=x-2"), 10), RangeRequest::Full);
+        // Numbers at and past the edge of u64 never wrap.
+        assert_eq!(
+            parse_range(Some("bytes=1-18446744073709551615"), 10),
+            RangeRequest::Partial(1..10)
+        );
+        assert_eq!(
+            parse_range(Some("bytes=0-18446744073709551615"), 10),
+            RangeRequest::Partial(0..10)
+        );
+        assert_eq!(
+            parse_range(Some("bytes=0-18446744073709551616"), 10),
+            RangeRequest::Full
+        );
+        assert_eq!(
+            parse_range(Some("bytes=18446744073709551615-"), 10),
+            RangeRequest::Unsatisfiable
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-18446744073709551615"), 10),
+            RangeRequest::Partial(0..10)
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever the header, a partial range lies inside the blob and is not empty.
+        #[test]
+        fn any_range_header_is_safe(header in "(bytes=)?[0-9 ,-]{0,45}", size in 0u64..1 << 40) {
+            if let RangeRequest::Partial(range) = parse_range(Some(&header), size) {
+                proptest::prop_assert!(range.start < range.end && range.end <= size);
+            }
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::documents::Served;
 use super::{ArtefactPatch, Registry, UploadRequest, Uploaded, CAS_ATTEMPTS};
 use crate::auth::Caller;
 use crate::blobs::{BlobKey, BlobStream};
+use crate::domain::document::{bound_text_fields, validate_document};
 use crate::domain::rules::{apply_upload, check_writable, decide, Decision, UploadIntent};
 use crate::domain::tarball::Manifest;
 use crate::domain::visibility::Visibility;
@@ -257,6 +258,14 @@ impl Registry {
             let expected = existing.as_ref().map(|doc| doc.revision);
             let created = existing.is_none();
             let doc = apply_upload(existing, &intent, slot, now);
+            // The rules every stored document obeys, whichever way it comes in.
+            validate_document(&doc).map_err(|problems| {
+                Error::unprocessable(
+                    "invalid_document",
+                    "The artefact document this upload would produce fails validation.",
+                    problems,
+                )
+            })?;
             crate::faults::point("upload-after-blob");
             match self.store.put(doc, expected).await {
                 Ok(doc) => {
@@ -356,6 +365,7 @@ impl Registry {
             }
             if let Some(description) = &patch.description {
                 doc.description = Some(description.clone()).filter(|d| !d.is_empty());
+                bound_text_fields(&mut doc);
             }
             doc.updated_at = Timestamp::now();
             let expected = doc.revision;

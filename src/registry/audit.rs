@@ -84,7 +84,7 @@ impl Registry {
             key_name: caller.key().map(|k| k.name.clone()),
             artefact_id: target.artefact_id.map(str::to_owned),
             architecture: target.architecture.map(str::to_owned),
-            detail: Some(detail.into()).filter(|d: &String| !d.is_empty()),
+            detail: Some(bounded_detail(detail.into())).filter(|d: &String| !d.is_empty()),
             remote_addr: caller.remote_addr.clone(),
         };
         if let Err(error) = self.store.append_audit(record).await {
@@ -128,7 +128,7 @@ impl Registry {
             key_name: Some(actor.to_owned()),
             artefact_id: artefact_id.map(str::to_owned),
             architecture: None,
-            detail: Some(detail),
+            detail: Some(bounded_detail(detail)),
             remote_addr: None,
         };
         if let Err(error) = self.store.append_audit(record).await {
@@ -204,4 +204,21 @@ impl Registry {
 /// An error as an audit detail: its code and message.
 pub fn describe(error: &Error) -> String {
     format!("{}: {}", error.code, error.message)
+}
+
+/// The most of a detail an audit entry (or a remote's `lastError`) keeps, in bytes: error text
+/// can come from a peer, and a peer must not be able to fill the audit log.
+pub const MAX_DETAIL_BYTES: usize = 1024;
+
+/// `detail` cut to [`MAX_DETAIL_BYTES`] on a character boundary, marked with `…` when cut.
+pub fn bounded_detail(mut detail: String) -> String {
+    if detail.len() > MAX_DETAIL_BYTES {
+        let mut cut = MAX_DETAIL_BYTES - '…'.len_utf8();
+        while !detail.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        detail.truncate(cut);
+        detail.push('…');
+    }
+    detail
 }

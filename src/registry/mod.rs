@@ -21,7 +21,7 @@ mod keys;
 mod remotes;
 
 pub use artefacts::{decode_cursor, encode_cursor};
-pub use audit::Outcome;
+pub use audit::{bounded_detail, Outcome};
 pub use documents::Served;
 
 /// How often a write retries after losing a compare-and-swap race before giving up with 409.
@@ -38,6 +38,8 @@ pub struct Registry {
     pub body_limits: crate::upload::BodyLimits,
     pub tarball_limits: Limits,
     pub audit_retention_days: u32,
+    /// Connect, header and idle-body timeout of every request to a peer.
+    pub peer_timeout: std::time::Duration,
     pub metrics: crate::metrics::Metrics,
     pub federation: crate::federation::Federation,
     /// Web UI sessions.
@@ -92,6 +94,7 @@ impl Registry {
             },
             tarball_limits: config.tarball_limits.clone(),
             audit_retention_days: config.audit_retention_days,
+            peer_timeout: config.peer_timeout,
             metrics: Default::default(),
             federation: Default::default(),
             sessions: Default::default(),

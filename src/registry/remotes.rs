@@ -1,36 +1,40 @@
 //! Remotes: configuring peers to mirror, pinning their keys, and running a pass on demand.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use reliquary_client::types::{PutRemote, RegistryKeys, Remote, SyncSummary, Timestamp, WellKnown};
+use reliquary_client::jws::TrustedKeys;
+use reliquary_client::types::{
+    Jwk, PutRemote, RegistryKeys, Remote, SyncSummary, Timestamp, WellKnown,
+};
 use reliquary_client::Client;
 
 use super::audit::Target;
 use super::Registry;
 use crate::auth::Caller;
 use crate::domain::arch::validate_architecture;
+use crate::domain::document::validate_name;
 use crate::error::{Error, Result};
+use crate::federation::keyring::KeyRing;
 use crate::store::{RemoteConfig, RemoteRecord, RemoteState};
 
 impl Registry {
-    /// `GET /.well-known/reliquary`: our keys, plus the keys pinned for the registries we
-    /// mirror, so that mirrors of this registry can verify signatures made at the origin.
+    /// `GET /.well-known/reliquary`: our keys, plus every key set pinned for the registries we
+    /// mirror, each with the remote it came through, so that mirrors of this registry can
+    /// verify signatures made at the origin.
     pub async fn well_known(&self) -> WellKnown {
         let mut well_known = self.signer.well_known();
-        if let Ok(remotes) = self.store.list_remotes().await {
-            for pinned in remotes.into_iter().flat_map(|r| r.config.pinned) {
-                if pinned.registry != well_known.registry
-                    && !well_known
-                        .mirrored_keys
-                        .iter()
-                        .any(|k| k.registry == pinned.registry)
-                {
-                    well_known.mirrored_keys.push(pinned);
-                }
-            }
+        if let Ok(ring) = self.key_ring().await {
+            well_known.mirrored_keys = ring.published();
         }
         well_known
+    }
+
+    /// Every key pinned through every remote.
+    pub async fn key_ring(&self) -> Result<KeyRing> {
+        let remotes = self.store.list_remotes().await?;
+        Ok(KeyRing::build(self.signer.registry(), &remotes))
     }
 
     /// `PUT /remotes/{name}`: creates or replaces a remote and (re)starts its worker.
@@ -77,6 +81,9 @@ impl Registry {
             ),
             None => self.pin_peer_keys(&request).await?,
         };
+        let trusted = trusted_keys(&request)?;
+        self.check_one_key_set_per_registry(name, &registry, &pinned, &trusted)
+            .await?;
         let config = RemoteConfig {
             url: request.url.trim_end_matches('/').to_owned(),
             interval_seconds: request.interval_seconds,
@@ -86,6 +93,7 @@ impl Registry {
             enabled: request.enabled,
             registry,
             pinned,
+            trusted,
             created_at: existing
                 .as_ref()
                 .map_or_else(Timestamp::now, |e| e.config.created_at),
@@ -96,7 +104,9 @@ impl Registry {
             let refiltered = existing.config.url != config.url
                 || existing.config.allowed_name_prefix != config.allowed_name_prefix
                 || existing.config.allowed_category != config.allowed_category
-                || existing.config.architectures != config.architectures;
+                || existing.config.architectures != config.architectures
+                // Items refused for want of a key may verify now.
+                || existing.config.trusted != config.trusted;
             if refiltered {
                 self.store
                     .set_remote_state(name, &RemoteState::default())
@@ -135,19 +145,80 @@ impl Registry {
                 format!("The peer is named `{}`, like this registry; a registry does not mirror itself.", well_known.registry),
             ));
         }
-        reliquary_client::jws::TrustedKeys::from_jwks(&well_known.keys)
+        TrustedKeys::from_jwks(&well_known.keys)
             .map_err(|e| Error::new(StatusCode::BAD_GATEWAY, "remote_invalid_keys", e))?;
+        if let Err(why) = validate_name(&well_known.registry) {
+            return Err(Error::new(
+                StatusCode::BAD_GATEWAY,
+                "remote_invalid_keys",
+                format!("The peer's registry name is not acceptable: {why}."),
+            ));
+        }
         let mut pinned = vec![RegistryKeys {
             registry: well_known.registry.clone(),
             keys: well_known.keys,
+            remote: None,
+            source: None,
         }];
-        pinned.extend(
-            well_known
-                .mirrored_keys
-                .into_iter()
-                .filter(|k| k.registry != self.signer.registry()),
-        );
+        // Relayed sets are kept per registry (the union of what the peer lists for it), and
+        // only well-formed ones: they are trusted only through this remote, and only where no
+        // registry-owned set exists.
+        let mut relayed: BTreeMap<String, Vec<Jwk>> = BTreeMap::new();
+        for set in well_known.mirrored_keys {
+            let usable = set.registry != self.signer.registry()
+                && set.registry != well_known.registry
+                && validate_name(&set.registry).is_ok()
+                && TrustedKeys::from_jwks(&set.keys).is_ok();
+            if usable {
+                let keys = relayed.entry(set.registry).or_default();
+                for key in set.keys {
+                    if !keys.contains(&key) {
+                        keys.push(key);
+                    }
+                }
+            }
+        }
+        pinned.extend(relayed.into_iter().map(|(registry, keys)| RegistryKeys {
+            registry,
+            keys,
+            remote: None,
+            source: None,
+        }));
         Ok((well_known.registry, pinned))
+    }
+
+    /// A registry name has one key set: refuses a remote whose own keys, or whose
+    /// `trustedKeys`, differ from the set another remote already pinned for that registry.
+    async fn check_one_key_set_per_registry(
+        &self,
+        name: &str,
+        registry: &str,
+        pinned: &[RegistryKeys],
+        trusted: &[RegistryKeys],
+    ) -> Result<()> {
+        let ring = self.key_ring().await?;
+        let own_set = pinned
+            .iter()
+            .find(|p| p.registry == registry)
+            .filter(|_| !trusted.iter().any(|t| t.registry == registry));
+        for set in trusted.iter().chain(own_set) {
+            let Some((kids, through)) = ring.direct_elsewhere(&set.registry, name) else {
+                continue;
+            };
+            let offered = TrustedKeys::from_jwks(&set.keys)
+                .map_err(|e| Error::bad_request("invalid_remote", e))?;
+            let offered: BTreeSet<&str> = offered.kids().collect();
+            if offered != kids {
+                return Err(Error::conflict(
+                    "registry_keys_conflict",
+                    format!(
+                        "Registry `{}` already has keys pinned through remote `{through}`, and these differ; a registry name has one key set. Pin the same keys (trustedKeys), or change the other remote first.",
+                        set.registry
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub async fn list_remotes(&self, caller: &Caller) -> Result<Vec<Remote>> {
@@ -244,12 +315,42 @@ impl Registry {
             last_error: record.state.last_error.clone(),
             mirrored_artefacts: self.store.mirrored_by(&record.name).await?.len() as u64,
             created_at: config.created_at,
+            pinned_keys: self.key_ring().await?.through(&record.name),
         })
     }
 }
 
 fn remote_not_found(name: &str) -> Error {
     Error::not_found("remote_not_found", format!("No remote named `{name}`."))
+}
+
+/// `trustedKeys` as stored: each set a well-formed Ed25519 JWK set for a well-formed name.
+fn trusted_keys(request: &PutRemote) -> Result<Vec<RegistryKeys>> {
+    let mut sets = Vec::new();
+    for (registry, keys) in request.trusted_keys.iter().flatten() {
+        validate_name(registry).map_err(|why| {
+            Error::bad_request("invalid_remote", format!("`trustedKeys`: {why}."))
+        })?;
+        if keys.is_empty() {
+            return Err(Error::bad_request(
+                "invalid_remote",
+                format!("`trustedKeys` for `{registry}` lists no key."),
+            ));
+        }
+        TrustedKeys::from_jwks(keys).map_err(|why| {
+            Error::bad_request(
+                "invalid_remote",
+                format!("`trustedKeys` for `{registry}`: {why}."),
+            )
+        })?;
+        sets.push(RegistryKeys {
+            registry: registry.clone(),
+            keys: keys.clone(),
+            remote: None,
+            source: None,
+        });
+    }
+    Ok(sets)
 }
 
 fn validate_remote(name: &str, request: &PutRemote) -> Result<()> {

@@ -175,6 +175,9 @@ pub struct RemoteConfig {
     pub registry: String,
     /// The peer's keys, and the keys it pinned for the registries it mirrors.
     pub pinned: Vec<RegistryKeys>,
+    /// Keys the operator pinned explicitly (`trustedKeys`), by registry.
+    #[serde(default)]
+    pub trusted: Vec<RegistryKeys>,
     pub created_at: Timestamp,
 }
 

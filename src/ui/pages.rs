@@ -16,8 +16,19 @@ use crate::domain::id::validate_id;
 use crate::http::AppState;
 use crate::registry::{decode_cursor, DEFAULT_PAGE};
 use crate::store::BrowseQuery;
+use reliquary_client::jws::verify_slot;
 
 type PageResult = Result<Page, Page>;
+
+/// One word for a POSIX shell, whatever it holds: every value in a copyable snippet goes
+/// through this (the Host header and stored names are not ours to trust).
+fn shell_quote(value: &str) -> String {
+    shlex::try_quote(value).map_or_else(
+        // Only a NUL cannot be quoted; no valid id or URL holds one.
+        |_| "''".to_owned(),
+        |quoted| quoted.into_owned(),
+    )
+}
 
 /// What every page's header shows.
 pub struct Nav {
@@ -176,24 +187,33 @@ pub async fn artefact(
         .map_or_else(|| "<registry>".to_owned(), |host| format!("http://{host}"));
     validate_id(&id).map_err(|why| Page::error(StatusCode::BAD_REQUEST, "Bad id", &why))?;
     let doc = state.artefact(&visitor.caller, &id).await?;
-    let trusted = state.signer.trusted_keys();
+    let ring = match &doc.origin {
+        Some(_) => Some(state.key_ring().await?),
+        None => None,
+    };
+    let own_keys = state.signer.trusted_keys();
     let path_id = views::path_id(&doc.id);
     let slots = doc
         .tarballs
         .iter()
         .map(|(arch, slot)| {
-            // Local slots verify against this registry's keys; mirrored ones carry the origin's.
-            let (status, class) = match (&doc.origin, trusted.verify(&slot.signature)) {
-                (None, Ok(_)) => ("verified", "present"),
-                (None, Err(_)) => ("invalid", "missing"),
-                (Some(origin), _) => (
-                    if origin.registry.is_empty() {
-                        "unknown"
-                    } else {
-                        "signed by origin"
-                    },
-                    "present",
-                ),
+            // The one slot check the sync worker and the client run too: a local slot against
+            // this registry's keys, a mirrored one against the keys pinned for its origin
+            // through the remote it came by; the payload must say what the document says.
+            let verdict = match (&doc.origin, &ring) {
+                (Some(origin), Some(ring)) => ring
+                    .keys_for(&origin.remote, &origin.registry)
+                    .map_err(|_| ())
+                    .and_then(|keys| {
+                        verify_slot(keys, &doc, arch, Some(&origin.registry)).map_err(|_| ())
+                    }),
+                _ => verify_slot(&own_keys, &doc, arch, Some(state.signer.registry()))
+                    .map_err(|_| ()),
+            };
+            let (status, class) = match (verdict, &doc.origin) {
+                (Ok(_), None) => ("verified", "present"),
+                (Ok(_), Some(_)) => ("verified (origin's key)", "present"),
+                (Err(()), _) => ("invalid", "missing"),
             };
             SlotView {
                 architecture: arch.clone(),
@@ -217,10 +237,17 @@ pub async fn artefact(
         changed_ago: views::ago(doc.data_updated_at, Timestamp::now()),
         origin: doc.origin.clone(),
         slots,
-        ensure_snippet: format!("reliquary ensure {} --arch auto --registry {base}", doc.id),
+        ensure_snippet: format!(
+            "reliquary ensure {} --arch auto --registry {}",
+            shell_quote(&doc.id),
+            shell_quote(&base)
+        ),
         curl_snippet: format!(
-            "curl -fL -o {}.tgz -H \"Authorization: Bearer $RELIQUARY_TOKEN\" '{base}/artefacts/{path_id}/tarball?architecture=x64'",
-            doc.package_name.replace('/', "-")
+            "curl -fL -o {} -H \"Authorization: Bearer $RELIQUARY_TOKEN\" {}",
+            shell_quote(&format!("{}.tgz", doc.package_name.replace('/', "-"))),
+            shell_quote(&format!(
+                "{base}/artefacts/{path_id}/tarball?architecture=x64"
+            ))
         ),
         doc,
     })

@@ -90,6 +90,8 @@ pub struct RemoteRow {
     pub lag: i64,
     pub mirrored: u64,
     pub last_error: String,
+    /// One line per pinned key set: registry, source and key ids.
+    pub pinned_keys: Vec<String>,
 }
 
 impl RemoteRow {
@@ -109,6 +111,19 @@ impl RemoteRow {
             lag: remote.peer_last_seq - remote.cursor,
             mirrored: remote.mirrored_artefacts,
             last_error: remote.last_error.clone().unwrap_or_default(),
+            pinned_keys: remote
+                .pinned_keys
+                .iter()
+                .map(|set| {
+                    let kids: Vec<&str> = set.keys.iter().map(|k| k.kid.as_str()).collect();
+                    format!(
+                        "{} ({}): {}",
+                        set.registry,
+                        set.source.as_deref().unwrap_or("peer"),
+                        kids.join(", ")
+                    )
+                })
+                .collect(),
         }
     }
 }

@@ -566,6 +566,12 @@ async fn remotes_keep_config_and_state_apart_and_leases_exclude(f: Fixture) {
         enabled: true,
         registry: "production".into(),
         pinned: vec![],
+        trusted: vec![reliquary_client::types::RegistryKeys {
+            registry: "origin".into(),
+            keys: vec![],
+            remote: None,
+            source: None,
+        }],
         created_at: Timestamp::now(),
     };
     assert!(s.put_remote("prod", &config, "rlq_secret").await.unwrap());

@@ -9,12 +9,17 @@ use serde_json::{json, Value};
 use crate::common::*;
 use crate::keys::create_key;
 
-async fn named(name: &'static str) -> TestServer {
+pub(crate) async fn named(name: &'static str) -> TestServer {
     TestServer::start_with(move |c| c.registry_name = name.into()).await
 }
 
 /// Points `mirror` at `origin` through a fresh mirror key; returns the remote as answered.
-async fn add_remote(mirror: &TestServer, name: &str, origin: &TestServer, extra: Value) -> Value {
+pub(crate) async fn add_remote(
+    mirror: &TestServer,
+    name: &str,
+    origin: &TestServer,
+    extra: Value,
+) -> Value {
     let token = create_key(
         origin,
         json!({"name": format!("mirror-{name}"), "role": "mirror"}),
@@ -42,7 +47,7 @@ async fn add_remote(mirror: &TestServer, name: &str, origin: &TestServer, extra:
     remote
 }
 
-async fn sync(mirror: &TestServer, name: &str) -> SyncSummary {
+pub(crate) async fn sync(mirror: &TestServer, name: &str) -> SyncSummary {
     let response = mirror
         .admin(
             mirror
@@ -56,7 +61,7 @@ async fn sync(mirror: &TestServer, name: &str) -> SyncSummary {
     response.json().await.unwrap()
 }
 
-async fn doc(server: &TestServer, id: &str) -> (u16, Value) {
+pub(crate) async fn doc(server: &TestServer, id: &str) -> (u16, Value) {
     let response = server
         .admin_get(&format!("/artefacts/{}", encode(id)))
         .send()
