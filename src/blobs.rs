@@ -112,6 +112,8 @@ pub struct Blobs {
 /// those trips stop showing against nginx's `sendfile` (1 MiB: 1.2x, 4 MiB: 1.0-1.1x). A
 /// download holds at most two chunks: the one hyper is writing and the one being read.
 const LOCAL_READ_CHUNK: usize = 4 * 1024 * 1024;
+/// The largest chunk a streamed download yields (what the response budget reserves per read).
+pub const MAX_STREAM_CHUNK: usize = LOCAL_READ_CHUNK;
 
 /// Tarballs up to this size are read whole and cached; larger ones are streamed.
 const SMALL_BLOB_MAX: u64 = 1024 * 1024;

@@ -148,6 +148,8 @@ pub struct Config {
     pub header_timeout: Duration,
     pub send_timeout: Duration,
     pub peer_timeout: Duration,
+    /// Bytes of streamed response chunks all connections together may hold in memory.
+    pub response_memory_budget: u64,
 }
 
 impl Config {
@@ -170,6 +172,7 @@ impl Config {
             header_timeout: Duration::from_secs(30),
             send_timeout: Duration::from_secs(60),
             peer_timeout: Duration::from_secs(30),
+            response_memory_budget: 256 << 20,
         }
     }
 

@@ -57,12 +57,20 @@ impl Error {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
     }
 
-    /// A `422` listing every violation found.
+    /// A `422` listing every violation found: at least one, so that a client can always show
+    /// a field and a reason (a refusal of the whole tarball names the tarball).
     pub fn unprocessable(
         code: &'static str,
         message: impl Into<String>,
-        errors: Vec<FieldError>,
+        mut errors: Vec<FieldError>,
     ) -> Self {
+        let message = message.into();
+        if errors.is_empty() {
+            errors.push(FieldError {
+                field: "tarball".into(),
+                message: message.clone(),
+            });
+        }
         Self {
             errors,
             ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)

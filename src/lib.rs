@@ -9,6 +9,7 @@ pub mod blobs;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod edge;
 pub mod error;
 pub mod faults;
 pub mod federation;
@@ -104,6 +105,28 @@ pub async fn open_stores_and_keys(config: &Config) -> anyhow::Result<Arc<Registr
 /// On a registry with no usable admin key, the configured admin token becomes the first one;
 /// without one, a token is generated, printed once to stderr and written to the data dir (0600).
 async fn bootstrap_admin(store: &dyn MetadataStore, config: &Config) -> anyhow::Result<()> {
+    if let Some(token) = &config.admin_token {
+        // A revoked or expired admin token never comes back, and silently minting a new key
+        // for it would undo the revocation: say so, and how to recover.
+        if let Some(key) = store.key_by_token_hash(&token_hash(token)).await? {
+            let now = Timestamp::now();
+            let dead = match (key.revoked_at, key.expires_at) {
+                (Some(at), _) => Some(format!("was revoked at {at}")),
+                (None, Some(at)) if at <= now => Some(format!("expired at {at}")),
+                _ => None,
+            };
+            if let Some(why) = dead {
+                anyhow::bail!(
+                    "the configured admin token (--admin-token / RELIQUARY_ADMIN_TOKEN) belongs to key `{}` ({}), which {why}. \
+                     A revoked token is never accepted again. To recover: start with a new admin token \
+                     (any string of 32 or more characters) — it becomes an admin key if no usable one is left — \
+                     or use another admin key and remove the old token from the configuration.",
+                    key.name,
+                    key.id
+                );
+            }
+        }
+    }
     if store.has_usable_admin().await? {
         return Ok(());
     }
@@ -157,32 +180,75 @@ pub async fn launch(
 }
 
 /// Serves an opened registry.
+///
+/// The accept loop is hyper's own connection builder rather than `axum::serve`, for the two
+/// edge timeouts `axum::serve` does not expose: request headers must arrive within
+/// `--header-timeout` (hyper's `header_read_timeout`), and a response write that makes no
+/// progress for `--send-timeout` fails the connection (a write timeout on the socket). Together
+/// they bound what slow-loris clients and readers that never read can hold.
 pub async fn serve(
     registry: Arc<Registry>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use tower::ServiceExt;
+
     let housekeeping = tokio::spawn(housekeeping(registry.clone()));
     registry.federation.start_all(&registry).await;
     let app = http::router(registry.clone());
     tracing::info!(address = %listener.local_addr()?, "reliquary is serving");
-    // TCP_NODELAY: without it, a response whose head and body go out as separate small writes
-    // waits for the peer's delayed ACK (~40 ms) — measured as a 40 ms floor per mirrored slot.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+    let mut connection = hyper::server::conn::http1::Builder::new();
+    connection
+        .timer(TokioTimer::new())
+        .header_read_timeout(registry.edge.header_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of descriptors or similar: back off instead of spinning.
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // TCP_NODELAY: without it, a response whose head and body go out as separate small
+        // writes waits for the peer's delayed ACK (~40 ms) — measured as a 40 ms floor per
+        // mirrored slot.
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-    });
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .context("serving HTTP");
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(registry.edge.send_timeout));
+        let app = app.clone();
+        let service = hyper::service::service_fn(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(remote));
+                app.clone().oneshot(request.map(axum::body::Body::new))
+            },
+        );
+        let served = connection.serve_connection(TokioIo::new(Box::pin(stream)), service);
+        let served = graceful.watch(served);
+        tokio::spawn(async move {
+            if let Err(error) = served.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    // In-flight requests, transfers included, finish; idle connections close.
+    graceful.shutdown().await;
     housekeeping.abort();
     registry.federation.stop_all().await;
-    served
+    Ok(())
 }
 
 /// Periodic upkeep while serving: audit-log retention, now and every six hours.

@@ -62,12 +62,22 @@ pub fn check_symlink(path: &str, target: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Two names that would land on the same file on a case-insensitive or normalising file system
-/// (macOS, Windows) are duplicates: compare them after Unicode NFC and case folding.
+/// The path an extractor writes an entry to: empty and `.` components dropped, so
+/// `package/./package.json`, `package//package.json` and `./package/package.json` are all
+/// `package/package.json` — as GNU tar and npm resolve them.
+pub fn normalise_path(path: &str) -> String {
+    path.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Two names that would land on the same file are duplicates: compare them after path
+/// normalisation, Unicode NFC and case folding (macOS, Windows). Otherwise a tarball could hold
+/// two `package.json` that different readers pick differently.
 pub fn normalise_for_duplicates(path: &str) -> String {
     use unicode_normalization::UnicodeNormalization;
-    path.trim_start_matches("./")
-        .trim_end_matches('/')
+    normalise_path(path)
         .nfc()
         .collect::<String>()
         .to_lowercase()
@@ -103,6 +113,27 @@ pub fn truncate_chars(text: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_normalise_like_an_extractor_resolves_them() {
+        for smuggled in [
+            "package/./package.json",
+            "package//package.json",
+            "./package/package.json",
+            "package/package.json/",
+            "./package/.//package.json",
+        ] {
+            assert_eq!(
+                normalise_path(smuggled),
+                "package/package.json",
+                "{smuggled}"
+            );
+            assert_eq!(
+                normalise_for_duplicates(smuggled),
+                normalise_for_duplicates("package/package.json")
+            );
+        }
+    }
 
     #[test]
     fn entry_paths() {

@@ -78,7 +78,10 @@ pub fn decide(existing: Option<&Artefact>, intent: &UploadIntent<'_>) -> Result<
         // A legacy slot version that is not semver counts as older than anything valid.
         let current = Version::parse(&slot.version).ok();
         let new = &intent.manifest.version;
-        if current.as_ref() == Some(new) {
+        // Semver precedence, as npm compares: build metadata does not make another version
+        // (`1.0.0+evil` is 1.0.0), so it cannot be a second identity for a release.
+        let precedence = current.as_ref().map(|current| new.cmp_precedence(current));
+        if precedence == Some(std::cmp::Ordering::Equal) {
             return Err(Error::conflict(
                 "version_exists",
                 format!(
@@ -87,7 +90,7 @@ pub fn decide(existing: Option<&Artefact>, intent: &UploadIntent<'_>) -> Result<
                 ),
             ));
         }
-        if current.as_ref().is_some_and(|current| new < current) {
+        if precedence == Some(std::cmp::Ordering::Less) {
             return Err(Error::conflict(
                 "version_not_newer",
                 format!(
@@ -187,6 +190,8 @@ mod tests {
         let newer = manifest("acme", "1.5.0");
         let older = manifest("acme", "1.3.9");
         let pre = manifest("acme", "1.4.2-rc.1");
+        let build = manifest("acme", "1.4.2+evil");
+        let older_build = manifest("acme", "1.4.1+zzz");
 
         assert_eq!(
             decide(Some(&doc), &intent(&same, "aaa", Kind::Release)).unwrap(),
@@ -202,6 +207,18 @@ mod tests {
         );
         assert_eq!(
             code(decide(Some(&doc), &intent(&pre, "bbb", Kind::Release))),
+            "version_not_newer"
+        );
+        assert_eq!(
+            code(decide(Some(&doc), &intent(&build, "bbb", Kind::Release))),
+            "version_exists",
+            "build metadata is not another version"
+        );
+        assert_eq!(
+            code(decide(
+                Some(&doc),
+                &intent(&older_build, "bbb", Kind::Release)
+            )),
             "version_not_newer"
         );
         assert_eq!(

@@ -12,8 +12,8 @@ use std::rc::Rc;
 
 use flate2::read::GzDecoder;
 use reliquary_client::archive::{
-    check_entry_path, check_symlink, normalise_for_duplicates, pax_size_disagreement,
-    truncate_chars,
+    check_entry_path, check_symlink, normalise_for_duplicates, normalise_path,
+    pax_size_disagreement, truncate_chars,
 };
 use reliquary_client::json::parse_strict;
 use reliquary_client::types::FieldError;
@@ -177,7 +177,7 @@ fn walk(
                 ));
             }
             // `package/package.json` wins over a top-level one when both exist.
-            if manifest_bytes.is_none() || path.trim_start_matches("./").starts_with("package/") {
+            if manifest_bytes.is_none() || normalise_path(&path).starts_with("package/") {
                 manifest_bytes = Some(bytes);
             }
         }
@@ -280,7 +280,7 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, Rejection> {
 
 fn is_manifest_path(path: &str) -> bool {
     matches!(
-        path.trim_start_matches("./"),
+        normalise_path(path).as_str(),
         "package/package.json" | "package.json"
     )
 }

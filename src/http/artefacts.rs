@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 use serde::Deserialize;
 
 use super::conditional::{none_match, parse_range, RangeRequest};
-use super::extract::{architecture, ApiJson, ApiQuery, AppState, ArtefactId};
+use super::extract::{architecture, ApiQuery, AppState, ArtefactId, LaterJson};
 use crate::auth::Caller;
 use crate::blobs::BlobBody;
 use crate::error::{Error, Result};
@@ -54,6 +54,8 @@ pub async fn upload(
         force: query.force,
         attestation: None,
     };
+    // Authentication and authorisation are decided before a byte of the body is read.
+    registry.admit_upload(&caller, &upload).await?;
     if let Some(length) = content_length(request.headers()) {
         if length > registry.body_limits.max_bytes {
             return Err(Error::too_large(format!(
@@ -63,6 +65,7 @@ pub async fn upload(
         }
     }
     let uploaded = if is_multipart(request.headers()) {
+        let mut skipped = 0usize;
         let mut multipart = Multipart::from_request(request, &registry)
             .await
             .map_err(|e| Error::bad_request("invalid_multipart", e.body_text()))?;
@@ -80,7 +83,10 @@ pub async fn upload(
             match field.name() {
                 Some("tarball") => break registry.upload(&caller, upload, field).await?,
                 Some("attestation") => upload.attestation = Some(read_attestation(field).await?),
-                _ => {}
+                _ => {
+                    // Other fields are skipped, up to a small total: skipping still reads them.
+                    skipped = skip_field(field, skipped).await?;
+                }
             }
         }
     } else {
@@ -188,7 +194,10 @@ pub async fn tarball(
     tracing::debug!(id = %doc.id, arch = %resolved, bytes = length, "serving tarball");
     let body = match blob.body {
         BlobBody::InMemory(bytes) => Body::from(bytes),
-        BlobBody::Streaming(stream) => Body::from_stream(stream.map_err(std::io::Error::other)),
+        BlobBody::Streaming(stream) => Body::from_stream(registry.edge.budgeted(
+            stream.map_err(std::io::Error::other),
+            crate::blobs::MAX_STREAM_CHUNK,
+        )),
     };
     Ok((status, response_headers, body).into_response())
 }
@@ -269,8 +278,12 @@ pub async fn patch(
     State(registry): State<AppState>,
     caller: Caller,
     ArtefactId(id): ArtefactId,
-    ApiJson(body): ApiJson<PatchBody>,
+    body: LaterJson<PatchBody>,
 ) -> Result<Json<reliquary_client::types::Artefact>> {
+    registry
+        .admit(&caller, "artefact.patch", |c| c.require_publish(&id))
+        .await?;
+    let body = body.parse().await?;
     if let Some(category) = body.category.as_deref().filter(|c| !c.is_empty()) {
         validate_category(category)?;
     }
@@ -343,6 +356,30 @@ pub async fn attestation(
 fn validate_category(category: &str) -> Result<()> {
     crate::domain::document::validate_category(category)
         .map_err(|why| Error::bad_request("invalid_category", why))
+}
+
+/// The most of other multipart fields an upload may carry besides `attestation` and `tarball`.
+const MAX_SKIPPED_MULTIPART_BYTES: usize = 64 * 1024;
+
+/// Reads past a field the upload does not use; `400` once such fields pass their small total.
+async fn skip_field(
+    mut field: axum::extract::multipart::Field<'_>,
+    mut skipped: usize,
+) -> Result<usize> {
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| Error::bad_request("invalid_multipart", e.body_text()))?
+    {
+        skipped += chunk.len();
+        if skipped > MAX_SKIPPED_MULTIPART_BYTES {
+            return Err(Error::bad_request(
+                "invalid_multipart",
+                format!("Fields other than `attestation` and `tarball` may hold at most {MAX_SKIPPED_MULTIPART_BYTES} bytes."),
+            ));
+        }
+    }
+    Ok(skipped)
 }
 
 /// Downloads are files, never pages: the browser must neither sniff nor render them.

@@ -96,6 +96,32 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         axum::Json::<T>::from_request(request, state)
             .await
             .map(|axum::Json(value)| Self(value))
-            .map_err(|e| Error::bad_request("invalid_json", e.body_text()))
+            .map_err(|e| {
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    Error::too_large("The JSON body is larger than this endpoint accepts (64 KiB).")
+                } else {
+                    Error::bad_request("invalid_json", e.body_text())
+                }
+            })
+    }
+}
+
+/// A JSON body not read yet: the handler decides authorisation first, then `parse`s it, so
+/// that nobody without the right to call an endpoint gets as far as its body.
+pub struct LaterJson<T>(Request, std::marker::PhantomData<T>);
+
+impl<T: Send, S: Send + Sync> FromRequest<S> for LaterJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Error> {
+        Ok(Self(request, std::marker::PhantomData))
+    }
+}
+
+impl<T: DeserializeOwned> LaterJson<T> {
+    pub async fn parse(self) -> Result<T, Error> {
+        ApiJson::<T>::from_request(self.0, &())
+            .await
+            .map(|ApiJson(value)| value)
     }
 }

@@ -6,7 +6,7 @@ use axum::Json;
 use reliquary_client::types::{ApiKey, AuditPage, CreatedKey, Items, NewKey};
 use serde::Deserialize;
 
-use super::extract::{ApiJson, ApiQuery, AppState};
+use super::extract::{ApiQuery, AppState, LaterJson};
 use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::registry::{DEFAULT_PAGE, MAX_PAGE};
@@ -15,9 +15,12 @@ use crate::registry::{DEFAULT_PAGE, MAX_PAGE};
 pub async fn create(
     State(registry): State<AppState>,
     caller: Caller,
-    ApiJson(request): ApiJson<NewKey>,
+    body: LaterJson<NewKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>)> {
-    let created = registry.create_key(&caller, request).await?;
+    registry
+        .admit(&caller, "key.create", Caller::require_admin)
+        .await?;
+    let created = registry.create_key(&caller, body.parse().await?).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 

@@ -6,7 +6,7 @@ use axum::Json;
 use reliquary_client::types::{Items, PutRemote, Remote, SyncSummary};
 use serde::Deserialize;
 
-use super::extract::{ApiJson, ApiQuery, AppState};
+use super::extract::{ApiQuery, AppState, LaterJson};
 use crate::auth::Caller;
 use crate::error::Result;
 
@@ -15,9 +15,14 @@ pub async fn put(
     State(registry): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    ApiJson(request): ApiJson<PutRemote>,
+    body: LaterJson<PutRemote>,
 ) -> Result<(StatusCode, Json<Remote>)> {
-    let (remote, created) = registry.put_remote(&caller, &name, request).await?;
+    registry
+        .admit(&caller, "remote.put", Caller::require_admin)
+        .await?;
+    let (remote, created) = registry
+        .put_remote(&caller, &name, body.parse().await?)
+        .await?;
     let status = if created {
         StatusCode::CREATED
     } else {

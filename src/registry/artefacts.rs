@@ -155,6 +155,32 @@ impl Registry {
         result
     }
 
+    /// The checks an upload must pass before its body is read (the caller's role and id
+    /// scope, and `force`); a refusal is audited like any denied upload.
+    pub async fn admit_upload(&self, caller: &Caller, request: &UploadRequest) -> Result<()> {
+        let result = caller.require_publish(&request.id).and_then(|()| {
+            if request.force && !caller.is_admin() {
+                Err(Error::forbidden("`force=true` needs an admin key."))
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(error) = &result {
+            if Outcome::of_error(error) == Some(Outcome::Denied) {
+                let target = Target::slot(&request.id, &request.architecture);
+                self.record(
+                    caller,
+                    "artefact.upload_denied",
+                    Outcome::Denied,
+                    target,
+                    describe(error),
+                )
+                .await;
+            }
+        }
+        result
+    }
+
     async fn receive_and_commit<S, E>(
         &self,
         caller: &Caller,

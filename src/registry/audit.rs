@@ -136,6 +136,24 @@ impl Registry {
         }
     }
 
+    /// Runs an authorisation check before the request's body is read; a refusal is audited
+    /// under `action` as the operation itself would have audited it.
+    pub async fn admit(
+        &self,
+        caller: &Caller,
+        action: &str,
+        check: impl FnOnce(&Caller) -> Result<()>,
+    ) -> Result<()> {
+        let result = check(caller);
+        if let Err(error) = &result {
+            if let Some(outcome) = Outcome::of_error(error) {
+                self.record(caller, action, outcome, Target::default(), describe(error))
+                    .await;
+            }
+        }
+        result
+    }
+
     /// Records the outcome of an operation that has a single action name.
     pub(crate) async fn record_result<T>(
         &self,

@@ -5,6 +5,7 @@ use reliquary_client::types::{ApiKey, CreatedKey, NewKey, Role, Timestamp};
 use super::audit::Target;
 use super::Registry;
 use crate::auth::Caller;
+use crate::domain::document::validate_name;
 use crate::error::{Error, Result};
 use crate::secrets::{generate_token, token_display_prefix, token_hash};
 use crate::store::{KeyRecord, StoreError};
@@ -59,6 +60,7 @@ impl Registry {
     pub async fn revoke_key(&self, caller: &Caller, id: &str) -> Result<ApiKey> {
         let result = async {
             caller.require_admin()?;
+            self.refuse_revoking_the_last_admin(id).await?;
             match self.store.revoke_key(id, Timestamp::now()).await {
                 Err(StoreError::NotFound) => Err(Error::not_found(
                     "key_not_found",
@@ -76,10 +78,37 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// No lockout: an admin key may be revoked only while another admin key stays usable and
+    /// does not expire (one that will expire would only postpone the lockout).
+    async fn refuse_revoking_the_last_admin(&self, id: &str) -> Result<()> {
+        let now = Timestamp::now();
+        let keys = self.store.list_keys().await?;
+        let usable = |k: &&ApiKey| {
+            k.role == Role::Admin
+                && k.revoked_at.is_none()
+                && k.expires_at.is_none_or(|at| at > now)
+        };
+        let target_is_usable_admin = keys.iter().filter(usable).any(|k| k.id == id);
+        let another_lasting_admin = keys
+            .iter()
+            .filter(usable)
+            .any(|k| k.id != id && k.expires_at.is_none());
+        if target_is_usable_admin && !another_lasting_admin {
+            return Err(Error::conflict(
+                "last_admin_key",
+                "This is the last admin key that does not expire; revoking it would lock every administrator out. Create another admin key first (reliquary keys create --role admin), then revoke this one.",
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn validate_new_key(request: &NewKey) -> Result<()> {
     let mut problems = Vec::new();
-    if request.name.trim().is_empty() || request.name.chars().count() > 100 {
-        problems.push("`name` must have 1 to 100 characters");
+    if validate_name(&request.name).is_err() {
+        problems
+            .push("`name` must have 1 to 64 printable characters (no control or bidi characters)");
     }
     let scoped = request.allowed_package_name.is_some()
         || request.allowed_name_prefix.is_some()

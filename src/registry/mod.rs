@@ -40,6 +40,8 @@ pub struct Registry {
     pub audit_retention_days: u32,
     /// Connect, header and idle-body timeout of every request to a peer.
     pub peer_timeout: std::time::Duration,
+    /// Edge timeouts and the response-memory budget.
+    pub edge: crate::edge::Edge,
     pub metrics: crate::metrics::Metrics,
     pub federation: crate::federation::Federation,
     /// Web UI sessions.
@@ -95,6 +97,7 @@ impl Registry {
             tarball_limits: config.tarball_limits.clone(),
             audit_retention_days: config.audit_retention_days,
             peer_timeout: config.peer_timeout,
+            edge: crate::edge::Edge::new(config),
             metrics: Default::default(),
             federation: Default::default(),
             sessions: Default::default(),

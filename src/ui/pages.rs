@@ -502,6 +502,28 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
+/// Whether a browser says this request came from another site: an `Origin` whose host is not
+/// the one addressed, or `Sec-Fetch-Site: cross-site` (login CSRF plants the attacker's
+/// session in the victim's browser). Requests without either header are not from a browser
+/// form on another site.
+fn is_cross_origin(headers: &HeaderMap) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if text("sec-fetch-site") == Some("cross-site") {
+        return true;
+    }
+    match (text("origin"), text("host")) {
+        (Some(origin), Some(host)) => {
+            let origin_host = origin
+                .split_once("://")
+                .map_or(origin, |(_, rest)| rest)
+                .trim_end_matches('/');
+            !origin_host.eq_ignore_ascii_case(host)
+        }
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
 /// Checks the token once and starts a session; the cookie never holds the token.
 pub async fn login(
     State(state): State<AppState>,
@@ -509,6 +531,13 @@ pub async fn login(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> PageResult {
+    if is_cross_origin(&headers) {
+        return Err(Page::error(
+            StatusCode::FORBIDDEN,
+            "Cross-site login refused",
+            "This login form was posted from another site. Open the registry's own /ui/login page and sign in there.",
+        ));
+    }
     let next = safe_next(form.next.as_deref());
     match state.authenticate(Some(form.token.trim())).await {
         Ok(caller) if caller.key.is_some() => {

@@ -6,6 +6,7 @@ mod client;
 mod common;
 mod conformance;
 mod download;
+mod edge;
 mod faults;
 mod federation;
 mod federation_trust;

@@ -1,0 +1,116 @@
+//! Limits at the HTTP edge that no single request can see: how long a client may take to send
+//! its headers, how long a response write may make no progress, and how much memory response
+//! bodies may hold in flight across all connections together.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::Config;
+
+/// The budget is counted in KiB: semaphore permits are `u32`.
+const UNIT: usize = 1024;
+
+pub struct Edge {
+    pub header_timeout: Duration,
+    pub send_timeout: Duration,
+    /// KiB of streamed response chunks that may be in memory at once.
+    budget: Arc<Semaphore>,
+    budget_units: u32,
+}
+
+impl Edge {
+    pub fn new(config: &Config) -> Self {
+        let units = u32::try_from(config.response_memory_budget / UNIT as u64)
+            .unwrap_or(u32::MAX)
+            .max(1);
+        Self {
+            header_timeout: config.header_timeout,
+            send_timeout: config.send_timeout,
+            budget: Arc::new(Semaphore::new(units as usize)),
+            budget_units: units,
+        }
+    }
+
+    /// KiB of the budget not held by a chunk right now (for tests and metrics).
+    pub fn budget_available_kib(&self) -> usize {
+        self.budget.available_permits()
+    }
+
+    /// `stream` with every chunk charged to the global budget from before it is read until
+    /// hyper has written and dropped it. While stalled readers hold the budget, further
+    /// streamed chunks wait (the send timeout frees what the stalled ones hold); memory stays
+    /// bounded whatever the number of readers.
+    pub fn budgeted<S>(
+        &self,
+        stream: S,
+        max_chunk: usize,
+    ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
+    {
+        let reserve = units(max_chunk).min(self.budget_units);
+        let budget = self.budget.clone();
+        futures::stream::unfold((stream, budget), move |(mut stream, budget)| async move {
+            let Ok(mut permit) = budget.clone().acquire_many_owned(reserve).await else {
+                return None;
+            };
+            let item = stream.next().await?;
+            let item = item.map(|chunk| {
+                // Keep what the chunk weighs; give the rest of the reservation back.
+                let kept = permit.split(units(chunk.len()).min(reserve) as usize);
+                drop(permit);
+                Bytes::from_owner(Charged {
+                    chunk,
+                    _permit: kept,
+                })
+            });
+            Some((item, (stream, budget)))
+        })
+    }
+}
+
+fn units(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX)
+}
+
+/// A chunk and the share of the budget it holds, released together when hyper drops it.
+struct Charged {
+    chunk: Bytes,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl AsRef<[u8]> for Charged {
+    fn as_ref(&self) -> &[u8] {
+        &self.chunk
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn chunks_hold_the_budget_until_dropped() {
+        let mut config = Config::new("/nonexistent");
+        config.response_memory_budget = 8 * 1024;
+        let edge = Edge::new(&config);
+        let chunks = futures::stream::iter((0..4).map(|_| Ok(Bytes::from(vec![0u8; 3 * 1024]))));
+        let mut stream = Box::pin(edge.budgeted(chunks, 4 * 1024));
+        let first = stream.next().await.unwrap().unwrap();
+        assert_eq!(edge.budget_available_kib(), 5);
+        let second = stream.next().await.unwrap().unwrap();
+        assert_eq!(edge.budget_available_kib(), 2);
+        // A third chunk needs a 4 KiB reservation: it waits until a chunk is dropped.
+        let waited = tokio::time::timeout(Duration::from_millis(50), stream.next()).await;
+        assert!(waited.is_err(), "the budget is exhausted");
+        drop(first);
+        let third = stream.next().await.unwrap().unwrap();
+        assert_eq!(third.len(), 3 * 1024);
+        drop((second, third));
+        assert_eq!(edge.budget_available_kib(), 8);
+    }
+}
