@@ -2,11 +2,15 @@
 //! its headers, how long a response write may make no progress, and how much memory response
 //! bodies may hold in flight across all connections together.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Config;
@@ -86,6 +90,85 @@ struct Charged {
 impl AsRef<[u8]> for Charged {
     fn as_ref(&self) -> &[u8] {
         &self.chunk
+    }
+}
+
+/// A client socket whose writes time out after `send_timeout` without progress, and which
+/// reads as closed once one has: hyper answers a failed write by closing its write side and
+/// then waits for the client to close the read side — which a stalled reader never does, so
+/// the connection (and its descriptor) would stay. Ending the read side ends the connection.
+pub struct ClientSocket {
+    inner: Pin<Box<tokio_io_timeout::TimeoutStream<tokio::net::TcpStream>>>,
+    timed_out: bool,
+}
+
+impl ClientSocket {
+    pub fn new(stream: tokio::net::TcpStream, send_timeout: Duration) -> Self {
+        let mut inner = tokio_io_timeout::TimeoutStream::new(stream);
+        inner.set_write_timeout(Some(send_timeout));
+        Self {
+            inner: Box::pin(inner),
+            timed_out: false,
+        }
+    }
+
+    fn note<T>(&mut self, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if let Poll::Ready(Err(error)) = &result {
+            if error.kind() == io::ErrorKind::TimedOut {
+                tracing::debug!(
+                    "a response write made no progress within the send timeout; closing"
+                );
+                self.timed_out = true;
+            }
+        }
+        result
+    }
+}
+
+impl AsyncRead for ClientSocket {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.timed_out {
+            return Poll::Ready(Ok(()));
+        }
+        self.inner.as_mut().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ClientSocket {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = self.inner.as_mut().poll_write(cx, buf);
+        self.note(result)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = self.inner.as_mut().poll_write_vectored(cx, bufs);
+        self.note(result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = self.inner.as_mut().poll_flush(cx);
+        self.note(result)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = self.inner.as_mut().poll_shutdown(cx);
+        self.note(result)
     }
 }
 

@@ -224,8 +224,7 @@ pub async fn serve(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
-        stream.set_write_timeout(Some(registry.edge.send_timeout));
+        let stream = edge::ClientSocket::new(stream, registry.edge.send_timeout);
         let app = app.clone();
         let service = hyper::service::service_fn(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
@@ -235,9 +234,11 @@ pub async fn serve(
                 app.clone().oneshot(request.map(axum::body::Body::new))
             },
         );
-        let served = connection.serve_connection(TokioIo::new(Box::pin(stream)), service);
+        let served = connection.serve_connection(TokioIo::new(stream), service);
         let served = graceful.watch(served);
+        let open = registry.metrics.connection_opened();
         tokio::spawn(async move {
+            let _open = open;
             if let Err(error) = served.await {
                 tracing::debug!(%error, "connection ended with an error");
             }

@@ -55,6 +55,7 @@ pub struct Metrics {
     sync_artefacts: Family<RemoteLabels, Counter>,
     sync_bytes: Family<RemoteLabels, Counter>,
     sync_errors: Family<RemoteLabels, Counter>,
+    open_connections: Gauge,
 }
 
 impl Default for Metrics {
@@ -122,6 +123,12 @@ impl Default for Metrics {
             "Failed passes over the remote",
             sync_errors.clone(),
         );
+        let open_connections = Gauge::default();
+        registry.register(
+            "http_open_connections",
+            "Client connections open now (bounded by the header and send timeouts)",
+            open_connections.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             requests,
@@ -134,11 +141,31 @@ impl Default for Metrics {
             sync_artefacts,
             sync_bytes,
             sync_errors,
+            open_connections,
         }
     }
 }
 
+/// Counts one open connection until dropped.
+pub struct ConnectionGuard(Gauge);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 impl Metrics {
+    /// Call when a connection is accepted; keep the guard for as long as it is served.
+    pub fn connection_opened(&self) -> ConnectionGuard {
+        self.open_connections.inc();
+        ConnectionGuard(self.open_connections.clone())
+    }
+
+    pub fn open_connections(&self) -> i64 {
+        self.open_connections.get()
+    }
+
     pub fn upload_rejected(&self, reason: &str) {
         self.upload_rejections
             .get_or_create(&ReasonLabels {

@@ -109,7 +109,84 @@ async fn headers_that_never_finish_are_cut_off() {
         "{:?}",
         started.elapsed()
     );
+    // A connection that sends nothing, and one idle after a complete request, go the same way.
+    let mut silent = TcpStream::connect(address(&server)).await.unwrap();
+    let mut kept_alive = TcpStream::connect(address(&server)).await.unwrap();
+    kept_alive
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    for stream in [&mut silent, &mut kept_alive] {
+        let (_, closed) = read_until_closed(stream, Duration::from_secs(10)).await;
+        assert!(closed, "an idle connection is held open");
+    }
     // Real requests are still served.
+    assert_eq!(server.get("/healthz").send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn readers_that_never_read_are_dropped_and_free_their_memory() {
+    let server = TestServer::start_with(|c| {
+        c.storage = None;
+        c.send_timeout = Duration::from_secs(1);
+    })
+    .await;
+    // Incompressible, so the tarball is large and streamed rather than cached in memory.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..16u32 << 20)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 56) as u8
+        })
+        .collect();
+    let tarball = npm_tarball_with("big", "1.0.0", &noise);
+    server.upload_ok("big@1", "", tarball, 201).await;
+    let edge = &server.registry.edge;
+    let metrics = &server.registry.metrics;
+    let full = edge.budget_available_kib();
+    // The upload's keep-alive connection may still be open.
+    let before = metrics.open_connections();
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        // A small receive buffer, so the kernel cannot take the whole response for us.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(16 * 1024).unwrap();
+        let mut stream = socket
+            .connect(address(&server).parse().unwrap())
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /artefacts/big@1/tarball HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        stalled.push(stream);
+    }
+    // While they stall, the chunks they hold are charged to the global budget.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (edge.budget_available_kib() == full || metrics.open_connections() < before + 4)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(edge.budget_available_kib() < full);
+    assert_eq!(metrics.open_connections(), before + 4);
+    // The send timeout closes them (the clients still hold their sockets open, unread) and
+    // every byte of the budget comes back.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while (edge.budget_available_kib() != full || metrics.open_connections() > before)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(edge.budget_available_kib(), full);
+    assert!(
+        metrics.open_connections() <= before,
+        "stalled readers still hold connections: {} open, {before} before",
+        metrics.open_connections()
+    );
+    drop(stalled);
     assert_eq!(server.get("/healthz").send().await.unwrap().status(), 200);
 }
 
