@@ -166,6 +166,66 @@ def bench_upload_download():
     stop(nginx)
 
 
+def bench_stalled_readers(readers=500, mib=64, send_timeout=10):
+    """Readers that ask for a large tarball and never read: server memory stays bounded (the
+    response budget), and the send timeout takes their connections back."""
+    log(f"{readers} stalled readers")
+    path = make_tarball(mib)
+    port = free_port()
+    data = os.path.join(WORK, f"data-stalled-{port}")
+    env = dict(os.environ, RELIQUARY_ADMIN_TOKEN=TOKEN, RELIQUARY_LOG="warn")
+    server = subprocess.Popen(
+        [BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data, "--anonymous-read", "all",
+         "--max-upload-bytes", str(4 << 30), "--send-timeout", f"{send_timeout}s"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(WORK, "stalled.log"), "w"))
+    STARTED.append(server)
+    wait_port(port)
+    url = f"http://127.0.0.1:{port}"
+    upload(url, "stalled@1", path)
+    subprocess.run(["curl", "-sSf", "-o", "/dev/null", f"{url}/artefacts/stalled@1/tarball"], check=True)
+    idle_rss = current_rss_mib(server)
+    sockets = []
+    for _ in range(readers):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", port))
+        s.sendall(b"GET /artefacts/stalled@1/tarball HTTP/1.1\r\nHost: x\r\n\r\n")
+        sockets.append(s)
+    time.sleep(3)
+    started = time.perf_counter()
+    subprocess.run(["curl", "-sSf", "-o", "/dev/null", f"{url}/healthz"], check=True)
+    healthz_ms = (time.perf_counter() - started) * 1e3
+    stalled_rss = peak_rss_mib(server)
+    time.sleep(send_timeout + 5)
+    held = open_connections(url)
+    for s in sockets:
+        s.close()
+    stop(server)
+    rows.append(("Edge", f"peak server RSS, {readers} stalled downloads of a {mib} MiB tarball",
+                 f"{stalled_rss:.0f} MiB", f"same server idle, after one download: {idle_rss:.0f} MiB",
+                 f"{stalled_rss / idle_rss:.1f}", "<= 256 MiB"))
+    rows.append(("Edge", f"/healthz while {readers} readers stall", f"{healthz_ms:.1f} ms", "-", "-", "answered"))
+    rows.append(("Edge", f"connections still open {send_timeout + 5} s later (--send-timeout {send_timeout}s)",
+                 f"{held - 1}", "-", "-", "0"))
+
+
+def current_rss_mib(process):
+    with open(f"/proc/{process.pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def open_connections(url):
+    """The server's own gauge (this scrape's connection included)."""
+    text = subprocess.run(["curl", "-sSf", f"{url}/metrics"], check=True, stdout=subprocess.PIPE, text=True).stdout
+    for line in text.splitlines():
+        if line.startswith("reliquary_http_open_connections "):
+            return int(float(line.split()[1]))
+    return -1
+
+
 def start_nginx(root):
     port = free_port()
     conf = os.path.join(WORK, "nginx.conf")
@@ -373,14 +433,22 @@ def write_report():
 
 def main():
     try:
-        sections = os.environ.get("RELIQUARY_BENCH_SECTIONS", "transfer,small,inprocess").split(",")
+        all_sections = "transfer,small,stalled,inprocess"
+        sections = os.environ.get("RELIQUARY_BENCH_SECTIONS", all_sections).split(",")
         if "transfer" in sections:
             bench_upload_download()
+        if "stalled" in sections:
+            bench_stalled_readers()
         if "small" in sections:
             bench_small_requests()
         if "inprocess" in sections:
             bench_in_process()
-        write_report()
+        if sorted(sections) == sorted(all_sections.split(",")):
+            write_report()
+        else:
+            # A partial run prints its rows and leaves the full report alone.
+            for row in rows:
+                print("| " + " | ".join(str(c) for c in row) + " |")
     finally:
         for process in STARTED:
             if process.poll() is None:

@@ -9,7 +9,7 @@ import sys
 import tarfile
 
 out = sys.argv[1]
-for target in ("manifest", "tarball", "jws"):
+for target in ("manifest", "tarball", "jws", "range"):
     os.makedirs(os.path.join(out, target), exist_ok=True)
 
 
@@ -44,3 +44,10 @@ header = base64.urlsafe_b64encode(b'{"alg":"EdDSA","kid":"x"}').rstrip(b"=")
 payload = base64.urlsafe_b64encode(b'{"architecture":"x64","id":"a@1"}').rstrip(b"=")
 with open(os.path.join(out, "jws", "shape"), "wb") as f:
     f.write(header + b"." + payload + b"." + b"A" * 86)
+
+# Range headers after an 8-byte blob size (the target decodes `(u64, &[u8])` with `arbitrary`,
+# which reads the size first and gives the rest as the header).
+for i, header in enumerate([b"bytes=0-", b"bytes=1-18446744073709551615", b"bytes=-5",
+                            b"bytes=18446744073709551615-", b"bytes=0-1,3-4", b"bytes=5-2"]):
+    with open(os.path.join(out, "range", f"seed{i}"), "wb") as f:
+        f.write((1000).to_bytes(8, "little") + header)

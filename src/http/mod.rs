@@ -52,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(ops::root))
         .merge(crate::ui::router())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -68,6 +69,14 @@ pub fn router(state: AppState) -> Router {
                 }),
         )
         .with_state(state)
+}
+
+async fn method_not_allowed() -> Error {
+    Error::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "This endpoint does not take that method; see docs/api.md.",
+    )
 }
 
 async fn not_found() -> Error {

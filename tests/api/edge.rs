@@ -447,3 +447,86 @@ async fn browsers_get_protective_headers_and_cross_site_logins_are_refused() {
     let same_site = login(&format!("http://{host}")).await.unwrap();
     assert_ne!(same_site.status(), 403);
 }
+
+/// Ids, queries, ranges and JSON bodies as a hostile client would send them, straight into the
+/// router: every answer is below 500, and every error is the JSON error shape.
+#[test]
+fn request_parsing_never_panics_and_always_answers_json_errors() {
+    use axum::body::Body;
+    use proptest::prelude::*;
+    use tower::ServiceExt;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = runtime.block_on(async {
+        let server = TestServer::start().await;
+        server
+            .upload_ok("acme@1", "", npm_tarball("acme", "1.0.0"), 201)
+            .await;
+        server
+    });
+    let router = reliquary::http::router(server.registry.clone());
+    let text = || proptest::string::string_regex("(.|[@/%.?#&=~ -]){0,24}").unwrap();
+    let encode = |s: &str| -> String { form_urlencoded::byte_serialize(s.as_bytes()).collect() };
+    let config = ProptestConfig {
+        cases: 256,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(
+        route in 0usize..8,
+        method in prop::sample::select(vec!["GET", "POST", "PATCH", "DELETE"]),
+        id in prop_oneof![Just("acme@1".to_owned()), text()],
+        arch in prop_oneof![Just("x64".to_owned()), text()],
+        query in prop::collection::vec((prop::sample::select(vec!["architecture", "kind", "category", "limit", "cursor", "since", "wait", "q", "force", "action"]), text()), 0..4),
+        range in proptest::option::of(text()),
+        body in prop_oneof![
+            Just(Vec::new()),
+            prop::collection::vec(any::<u8>(), 0..64),
+            Just(br#"{"category": "x", "description": "y"}"#.to_vec()),
+            Just(br#"{"name": 5, "role": "nope"}"#.to_vec()),
+        ],
+        admin in any::<bool>(),
+    )| {
+        let (id, arch) = (encode(&id), encode(&arch));
+        let path = match route {
+            0 => format!("/artefacts/{id}"),
+            1 => format!("/artefacts/{id}/tarball"),
+            2 => format!("/artefacts/npm/{id}"),
+            3 => "/artefacts".to_owned(),
+            4 => format!("/artefacts/{id}/tarballs/{arch}"),
+            5 => format!("/keys/{id}"),
+            6 => "/audit".to_owned(),
+            _ => "/keys".to_owned(),
+        };
+        let query: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
+        let uri = format!("{path}?{}", query.join("&"));
+        // Waiting on the change feed is real time; a hostile `wait` is still bounded at 60 s.
+        prop_assume!(!uri.contains("wait="));
+        let mut request = axum::http::Request::builder().method(method).uri(&uri);
+        if let Some(range) = &range {
+            if let Ok(value) = axum::http::HeaderValue::from_str(range) {
+                request = request.header("range", value);
+            }
+        }
+        if admin {
+            request = request.header("authorization", format!("Bearer {ADMIN_TOKEN}"));
+        }
+        let request = request
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let (status, bytes) = runtime.block_on(async {
+            let response = router.clone().oneshot(request).await.unwrap();
+            let status = response.status();
+            (status, axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap())
+        });
+        prop_assert!(status.as_u16() < 500, "{method} {uri} -> {status}: {}", String::from_utf8_lossy(&bytes));
+        if status.as_u16() >= 400 {
+            let error: Result<reliquary_client::types::ErrorBody, _> = serde_json::from_slice(&bytes);
+            prop_assert!(error.is_ok(), "{method} {uri} -> {status}: {}", String::from_utf8_lossy(&bytes));
+        }
+    });
+}
