@@ -172,7 +172,7 @@ impl Config {
             header_timeout: Duration::from_secs(30),
             send_timeout: Duration::from_secs(60),
             peer_timeout: Duration::from_secs(30),
-            response_memory_budget: 256 << 20,
+            response_memory_budget: 128 << 20,
         }
     }
 

@@ -58,9 +58,21 @@ impl Edge {
     {
         let reserve = units(max_chunk).min(self.budget_units);
         let budget = self.budget.clone();
+        let patience = self.send_timeout;
         futures::stream::unfold((stream, budget), move |(mut stream, budget)| async move {
-            let Ok(mut permit) = budget.clone().acquire_many_owned(reserve).await else {
-                return None;
+            // Waiting this long for memory is no progress either: the response fails like a
+            // stalled write, so that readers queued behind stalled ones cannot pile up.
+            let permit = tokio::time::timeout(patience, budget.clone().acquire_many_owned(reserve));
+            let mut permit = match permit.await {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_closed)) => return None,
+                Err(_elapsed) => {
+                    let error = io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the response memory budget stayed spent for the whole send timeout",
+                    );
+                    return Some((Err(error), (stream, budget)));
+                }
             };
             let item = stream.next().await?;
             let item = item.map(|chunk| {
