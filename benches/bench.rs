@@ -1,6 +1,8 @@
 //! The in-process benchmarks of `scripts/bench`: list latency as the store grows, federation
 //! throughput and lag, and the client's cache. Each prints `ROW\t...` lines for the report.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

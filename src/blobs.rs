@@ -529,7 +529,9 @@ impl LocalWriter {
                         unflushed += chunk.len() as u64;
                         // One flush at a time, on a thread of its own so writing goes on.
                         if unflushed >= LOCAL_FLUSH_EVERY
-                            && flushing.as_ref().is_none_or(|f| f.is_finished())
+                            && flushing
+                                .as_ref()
+                                .is_none_or(std::thread::JoinHandle::is_finished)
                         {
                             if let Some(previous) = flushing.take() {
                                 previous.join().map_err(|_| {

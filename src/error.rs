@@ -1,10 +1,18 @@
 //! The one error type of the HTTP API and how it becomes the JSON error shape of `api.md`.
 //!
-//! Policy: every handler and service function returns `Result<_, Error>`. Domain rules produce
-//! errors with a stable snake_case `code` and a sentence a person can act on; storage errors are
-//! mapped here, once: a missing record is the caller's 404, a revision race is a 409, and an
-//! unreachable store is a 503 that changed nothing. Internal failures are logged with their cause
-//! and answered with a generic 500 so that no internals leak to clients.
+//! Policy:
+//! - Every handler and service function returns `Result<_, Error>`: a stable snake_case `code`
+//!   and a sentence a person can act on. Handlers never build errors from strings of their own;
+//!   they map what services return.
+//! - Domain rules (`src/domain/`) know nothing of HTTP: they return their own typed refusals
+//!   (`Refusal`), turned into statuses here, once.
+//! - Storage errors are mapped here, once: a missing record is the caller's 404, a revision race
+//!   a 409, an unreachable store a 503 that changed nothing, a full disk a 507.
+//! - Internal failures are logged with their cause and answered with a generic 500, so no
+//!   internals leak to clients.
+//! - `anyhow` is for the edges that only report: the CLI, start-up and configuration, the legacy
+//!   importer (a batch job that prints its errors), and the sync worker's pass, whose error
+//!   becomes a remote's `lastError` text. Nothing that answers an HTTP request returns `anyhow`.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -157,6 +165,14 @@ impl From<object_store::Error> for Error {
         }
     }
 }
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for Error {}
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {

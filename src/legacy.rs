@@ -115,7 +115,7 @@ async fn import_one(
         &registry.tarball_limits,
     )
     .await
-    .map_err(|e| anyhow::anyhow!("{}: {} {:?}", e.code, e.message, e.errors))?;
+    .map_err(|e| anyhow::anyhow!("{e} {:?}", e.errors))?;
     let manifest = &received.manifest;
     let mismatch = if manifest.name != planned.package_name {
         Some(format!(

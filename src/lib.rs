@@ -4,6 +4,8 @@
 //! permission checks and commit protocols), which uses `domain` (pure rules), `store`
 //! (metadata behind traits) and `blobs` (tarballs behind `object_store`).
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod blobs;
 pub mod cli;

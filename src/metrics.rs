@@ -203,13 +203,19 @@ impl Metrics {
 
     /// Registers further metrics (e.g. the sync worker's) in this server's registry.
     pub fn with_registry<T>(&self, f: impl FnOnce(&mut PromRegistry) -> T) -> T {
-        f(&mut self.registry.lock().unwrap_or_else(|p| p.into_inner()))
+        f(&mut self
+            .registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         prometheus_client::encoding::text::encode(&mut out, &registry)
             .expect("writing to a String");
         out

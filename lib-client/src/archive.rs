@@ -20,7 +20,7 @@ pub fn check_entry_path(path: &str) -> Result<(), String> {
     if path.split('/').any(|c| c == "..") {
         return Err("`..` is not allowed in entry names".into());
     }
-    if path.chars().any(|c| c.is_control()) {
+    if path.chars().any(char::is_control) {
         return Err("control characters are not allowed in entry names".into());
     }
     Ok(())

@@ -1,5 +1,7 @@
 //! Slot signatures: round trips and every rejection rule, table-driven.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};

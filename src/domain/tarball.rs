@@ -128,7 +128,7 @@ fn walk(
             problems.push(FieldError {
                 field: field.clone(),
                 message,
-            })
+            });
         };
         if path.len() > limits.max_name_bytes {
             complain(format!(
@@ -157,7 +157,7 @@ fn walk(
             }
             tar::EntryType::Link => complain("hard links are not allowed".into()),
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                complain("device files and FIFOs are not allowed".into())
+                complain("device files and FIFOs are not allowed".into());
             }
             other => complain(format!("entry type {other:?} is not allowed")),
         }

@@ -400,7 +400,7 @@ impl Registry {
         let received = receive(&self.blobs, body, &limits, &self.tarball_limits)
             .await
             .map_err(|e| {
-                let why = format!("slot `{arch}`: {}: {}", e.code, e.message);
+                let why = format!("slot `{arch}`: {e}");
                 match e.status.as_u16() {
                     413 | 422 => BlobFailure::Invalid(why),
                     _ => BlobFailure::Transfer(anyhow!(why)),

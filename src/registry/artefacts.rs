@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures::Stream;
 use reliquary_client::types::{Artefact, BrowsePage, ChangePage, Slot, Timestamp, Tombstone};
 
-use super::audit::{describe, Outcome, Target};
+use super::audit::{Outcome, Target};
 use super::documents::Served;
 use super::{ArtefactPatch, Registry, UploadRequest, Uploaded, CAS_ATTEMPTS};
 use crate::auth::Caller;
@@ -135,16 +135,18 @@ impl Registry {
             }
             Err(error) => match Outcome::of_error(error) {
                 Some(Outcome::Denied) => {
-                    ("artefact.upload_denied", Outcome::Denied, describe(error))
+                    ("artefact.upload_denied", Outcome::Denied, error.to_string())
                 }
                 Some(Outcome::Conflict) => (
                     "artefact.upload_conflict",
                     Outcome::Conflict,
-                    describe(error),
+                    error.to_string(),
                 ),
-                Some(Outcome::Invalid) => {
-                    ("artefact.upload_invalid", Outcome::Invalid, describe(error))
-                }
+                Some(Outcome::Invalid) => (
+                    "artefact.upload_invalid",
+                    Outcome::Invalid,
+                    error.to_string(),
+                ),
                 _ => return result,
             },
         };
@@ -173,7 +175,7 @@ impl Registry {
                     "artefact.upload_denied",
                     Outcome::Denied,
                     target,
-                    describe(error),
+                    error.to_string(),
                 )
                 .await;
             }

@@ -108,7 +108,7 @@ impl Registry {
             artefact_id,
             detail,
         )
-        .await
+        .await;
     }
 
     /// Records what the registry did on its own behalf (`actor` names the mechanism).
@@ -147,8 +147,14 @@ impl Registry {
         let result = check(caller);
         if let Err(error) = &result {
             if let Some(outcome) = Outcome::of_error(error) {
-                self.record(caller, action, outcome, Target::default(), describe(error))
-                    .await;
+                self.record(
+                    caller,
+                    action,
+                    outcome,
+                    Target::default(),
+                    error.to_string(),
+                )
+                .await;
             }
         }
         result
@@ -172,11 +178,11 @@ impl Registry {
                     target,
                     success_detail(value),
                 )
-                .await
+                .await;
             }
             Err(error) => {
                 if let Some(outcome) = Outcome::of_error(error) {
-                    self.record(caller, action, outcome, target, describe(error))
+                    self.record(caller, action, outcome, target, error.to_string())
                         .await;
                 }
             }
@@ -217,11 +223,6 @@ impl Registry {
         );
         Ok(self.store.prune_audit(cutoff).await?)
     }
-}
-
-/// An error as an audit detail: its code and message.
-pub fn describe(error: &Error) -> String {
-    format!("{}: {}", error.code, error.message)
 }
 
 /// The most of a detail an audit entry (or a remote's `lastError`) keeps, in bytes: error text

@@ -127,7 +127,7 @@ impl SqliteStore {
                 Some(guard) => guard,
                 None => readers[start % readers.len()]
                     .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
             };
             f(&mut guard)
         })
@@ -181,7 +181,9 @@ impl SqliteStore {
     {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut guard = conn
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             f(&mut guard)
         })
         .await

@@ -26,7 +26,7 @@ fn shell_quote(value: &str) -> String {
     shlex::try_quote(value).map_or_else(
         // Only a NUL cannot be quoted; no valid id or URL holds one.
         |_| "''".to_owned(),
-        |quoted| quoted.into_owned(),
+        std::borrow::Cow::into_owned,
     )
 }
 

@@ -34,7 +34,10 @@ impl Sessions {
             csrf: Alphanumeric.sample_string(&mut OsRng, 32),
             expires_at: Instant::now() + LIFETIME,
         };
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
         live.retain(|_, s| s.expires_at > now);
         live.insert(id.clone(), session);
@@ -42,7 +45,10 @@ impl Sessions {
     }
 
     pub fn get(&self, id: &str) -> Option<Session> {
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         live.get(id)
             .filter(|s| s.expires_at > Instant::now())
             .cloned()
@@ -51,7 +57,7 @@ impl Sessions {
     pub fn remove(&self, id: &str) {
         self.live
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(id);
     }
 

@@ -1,6 +1,8 @@
 //! HTTP integration tests: the real server on an ephemeral port, real SQLite, real files.
 //! One test binary for the whole suite, so it is built and linked once.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod binary;
 mod client;
 mod common;

@@ -503,7 +503,7 @@ pub fn rand_bytes(n: usize) -> Vec<u8> {
 #[tokio::test]
 async fn a_body_that_stops_arriving_is_cut_off_with_408() {
     let server = TestServer::start_with(|config| {
-        config.upload_idle_timeout = std::time::Duration::from_secs(1)
+        config.upload_idle_timeout = std::time::Duration::from_secs(1);
     })
     .await;
     let tarball = npm_tarball("acme", "1.0.0");

@@ -1,6 +1,8 @@
 //! Test-only helpers shared by the server's and the client's suites: tarballs made by hand,
 //! hostile ones included (names are written raw, so nothing sanitises them on the way).
 
+#![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
+
 use std::io::Write;
 
 use flate2::write::GzEncoder;
