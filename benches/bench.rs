@@ -351,14 +351,11 @@ async fn start(
     let mut config = Config::new(dir.path());
     config.admin_token = Some(TOKEN.into());
     config.registry_name = name.into();
-    let registry = reliquary::open_registry(&config).await.unwrap();
+    let app = reliquary::open_registry(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(reliquary::serve(
-        registry.clone(),
-        listener,
-        std::future::pending(),
-    ));
+    let registry = app.registry.clone();
+    tokio::spawn(reliquary::serve(app, listener, std::future::pending()));
     (url, registry, dir)
 }
 

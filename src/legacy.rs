@@ -10,11 +10,12 @@ use reliquary_client::types::{Artefact, Slot, Timestamp};
 use serde::Serialize;
 use tokio::io::AsyncBufReadExt;
 
+use crate::audit::Outcome;
 use crate::domain::arch::NOARCH;
 use crate::domain::document::{bound_text_fields, describe_problems, validate_document};
 use crate::domain::legacy::{plan, LegacyRecord, PlannedArtefact};
 use crate::domain::visibility::Visibility;
-use crate::registry::{Outcome, Registry};
+use crate::registry::Registry;
 use crate::signing::SlotFacts;
 use crate::store::StoreError;
 use crate::upload::receive;
@@ -191,6 +192,7 @@ async fn import_one(
     match registry.store.put(doc, None).await {
         Ok(doc) => {
             registry
+                .audit
                 .record_system(
                     "import-legacy",
                     "artefact.import",

@@ -1,13 +1,18 @@
 //! Reliquary: a federated artefact store for per-architecture plugin tarballs.
 //!
-//! Layers, outside in: `http` (routes and extractors) calls `registry` (the operations, their
-//! permission checks and commit protocols), which uses `domain` (pure rules), `store`
-//! (metadata behind traits) and `blobs` (tarballs behind `object_store`).
+//! Layers, outside in (docs/architecture.md): `app` composes the state and the router; `http`
+//! and `ui` (routes, extractors, pages) call the services `registry` (artefacts, keys, audit
+//! reading) and `federation` (remotes, pinned keys, sync workers), which use `domain` (pure
+//! rules), `store` (metadata behind traits), `blobs` (tarballs behind `object_store`), `audit`,
+//! `changes` and `signing`. Nothing below imports anything above.
 
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod blobs;
+pub mod changes;
 pub mod cli;
 pub mod config;
 pub mod domain;
@@ -35,6 +40,7 @@ use anyhow::Context;
 use reliquary_client::types::{ApiKey, Role, Timestamp};
 use tokio::net::TcpListener;
 
+pub use crate::app::{serve, AppState};
 use crate::blobs::Blobs;
 use crate::config::Config;
 use crate::registry::Registry;
@@ -82,11 +88,12 @@ pub fn open_blobs(config: &Config) -> anyhow::Result<Blobs> {
     }
 }
 
-/// Opens everything a registry needs: stores (migrated), signing keys and the first admin key.
-pub async fn open_registry(config: &Config) -> anyhow::Result<Arc<Registry>> {
+/// Opens everything a server needs: stores (migrated), signing keys, the first admin key, and
+/// the services over them.
+pub async fn open_registry(config: &Config) -> anyhow::Result<AppState> {
     let registry = open_stores_and_keys(config).await?;
     bootstrap_admin(registry.store.as_ref(), config).await?;
-    Ok(registry)
+    Ok(AppState::new(registry, config))
 }
 
 /// The registry without the first-admin bootstrap (for offline tools such as the importer).
@@ -101,7 +108,14 @@ pub async fn open_stores_and_keys(config: &Config) -> anyhow::Result<Arc<Registr
         &config.signing_keys,
         &config.data_dir,
     )?;
-    Ok(Arc::new(Registry::new(store, blobs, signer, config)))
+    let metrics = Arc::new(metrics::Metrics::default());
+    Ok(Arc::new(Registry::new(
+        store,
+        blobs,
+        Arc::new(signer),
+        metrics,
+        config,
+    )))
 }
 
 /// On a registry with no usable admin key, the configured admin token becomes the first one;
@@ -179,90 +193,4 @@ pub async fn launch(
 ) -> anyhow::Result<()> {
     let registry = open_registry(&config).await?;
     serve(registry, listener, shutdown).await
-}
-
-/// Serves an opened registry.
-///
-/// The accept loop is hyper's own connection builder rather than `axum::serve`, for the two
-/// edge timeouts `axum::serve` does not expose: request headers must arrive within
-/// `--header-timeout` (hyper's `header_read_timeout`), and a response write that makes no
-/// progress for `--send-timeout` fails the connection (a write timeout on the socket). Together
-/// they bound what slow-loris clients and readers that never read can hold.
-pub async fn serve(
-    registry: Arc<Registry>,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::server::graceful::GracefulShutdown;
-    use tower::ServiceExt;
-
-    let housekeeping = tokio::spawn(housekeeping(registry.clone()));
-    registry.federation.start_all(&registry).await;
-    let app = http::router(registry.clone());
-    tracing::info!(address = %listener.local_addr()?, "reliquary is serving");
-    let mut connection = hyper::server::conn::http1::Builder::new();
-    connection
-        .timer(TokioTimer::new())
-        .header_read_timeout(registry.edge.header_timeout);
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of descriptors or similar: back off instead of spinning.
-                    tracing::warn!(%error, "cannot accept a connection");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        // TCP_NODELAY: without it, a response whose head and body go out as separate small
-        // writes waits for the peer's delayed ACK (~40 ms) — measured as a 40 ms floor per
-        // mirrored slot.
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-        let stream = edge::ClientSocket::new(stream, registry.edge.send_timeout);
-        let app = app.clone();
-        let service = hyper::service::service_fn(
-            move |mut request: hyper::Request<hyper::body::Incoming>| {
-                request
-                    .extensions_mut()
-                    .insert(axum::extract::ConnectInfo(remote));
-                app.clone().oneshot(request.map(axum::body::Body::new))
-            },
-        );
-        let served = connection.serve_connection(TokioIo::new(stream), service);
-        let served = graceful.watch(served);
-        let open = registry.metrics.connection_opened();
-        tokio::spawn(async move {
-            let _open = open;
-            if let Err(error) = served.await {
-                tracing::debug!(%error, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    // In-flight requests, transfers included, finish; idle connections close.
-    graceful.shutdown().await;
-    housekeeping.abort();
-    registry.federation.stop_all().await;
-    Ok(())
-}
-
-/// Periodic upkeep while serving: audit-log retention, now and every six hours.
-async fn housekeeping(registry: Arc<Registry>) {
-    let mut every = tokio::time::interval(std::time::Duration::from_secs(6 * 3600));
-    loop {
-        every.tick().await;
-        match registry.prune_audit().await {
-            Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, "pruned audit entries past retention"),
-            Err(error) => tracing::warn!(code = error.code, "could not prune the audit log"),
-        }
-    }
 }

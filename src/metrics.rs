@@ -3,12 +3,7 @@
 //! (tests, federation) never mix their numbers.
 
 use std::sync::Mutex;
-use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::header::CONTENT_LENGTH;
-use axum::middleware::Next;
-use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -18,7 +13,6 @@ use prometheus_client::registry::Registry as PromRegistry;
 
 use reliquary_client::types::{SyncSummary, Timestamp};
 
-use crate::http::AppState;
 use crate::store::RemoteState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -162,6 +156,35 @@ impl Metrics {
         ConnectionGuard(self.open_connections.clone())
     }
 
+    /// Counts and times one answered request by its route template.
+    pub fn request_served(
+        &self,
+        method: String,
+        route: String,
+        status: u16,
+        latency_seconds: f64,
+        bytes: Option<u64>,
+    ) {
+        let labels = RouteLabels {
+            route: route.clone(),
+        };
+        self.latency.get_or_create(&labels).observe(latency_seconds);
+        if let Some(bytes) = bytes {
+            self.bytes_sent.get_or_create(&labels).inc_by(bytes);
+        }
+        // 503 and 507: a store was unreachable or full.
+        if status == 503 || status == 507 {
+            self.store_unavailable.get_or_create(&labels).inc();
+        }
+        self.requests
+            .get_or_create(&RequestLabels {
+                method,
+                route,
+                status,
+            })
+            .inc();
+    }
+
     pub fn open_connections(&self) -> i64 {
         self.open_connections.get()
     }
@@ -220,47 +243,4 @@ impl Metrics {
             .expect("writing to a String");
         out
     }
-}
-
-/// Middleware: counts and times every request by its route template (never the raw path, so
-/// ids do not explode the label set).
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().to_string();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let metrics = &state.metrics;
-    let labels = RouteLabels {
-        route: route.clone(),
-    };
-    metrics
-        .latency
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    if let Some(length) = response
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        metrics.bytes_sent.get_or_create(&labels).inc_by(length);
-    }
-    let status = response.status();
-    if status == axum::http::StatusCode::SERVICE_UNAVAILABLE
-        || status == axum::http::StatusCode::INSUFFICIENT_STORAGE
-    {
-        metrics.store_unavailable.get_or_create(&labels).inc();
-    }
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            method,
-            route,
-            status: response.status().as_u16(),
-        })
-        .inc();
-    response
 }

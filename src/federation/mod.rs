@@ -9,6 +9,7 @@
 
 pub mod keyring;
 mod pass;
+mod remotes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,14 @@ use rand::Rng;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::registry::Registry;
+use crate::audit::AuditLog;
+use crate::blobs::Blobs;
+use crate::changes::ChangeFeed;
+use crate::domain::tarball::Limits;
+use crate::metrics::Metrics;
+use crate::signing::Signer;
+use crate::store::{ArtefactStore, RemoteStore};
+use crate::upload::BodyLimits;
 
 /// The longest a worker holds one long-poll request open.
 const MAX_WAIT_SECONDS: u64 = 25;
@@ -27,8 +35,26 @@ const LEASE_MILLIS: i64 = 90_000;
 /// The longest back-off after repeated failures.
 const MAX_BACKOFF_SECONDS: u64 = 300;
 
-/// The running sync workers of one server.
+/// What a sync pass may touch, and nothing more: the artefact and remote stores, the blob
+/// store, the signer (for this registry's name and keys), metrics, the audit log and the change
+/// feed — like a background job's own context, never the whole registry.
+pub struct SyncContext {
+    pub artefacts: Arc<dyn ArtefactStore>,
+    pub remotes: Arc<dyn RemoteStore>,
+    pub blobs: Blobs,
+    pub signer: Arc<Signer>,
+    pub metrics: Arc<Metrics>,
+    pub audit: AuditLog,
+    pub changes: Arc<ChangeFeed>,
+    pub body_limits: BodyLimits,
+    pub tarball_limits: Limits,
+    /// Connect, header and idle-body timeout of every request to a peer.
+    pub peer_timeout: Duration,
+}
+
+/// The federation service: remotes, their pinned keys, and the running sync workers.
 pub struct Federation {
+    ctx: Arc<SyncContext>,
     /// Identifies this process as a lease holder.
     holder: String,
     workers: Mutex<HashMap<String, (CancellationToken, JoinHandle<()>)>>,
@@ -36,23 +62,26 @@ pub struct Federation {
     passes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-impl Default for Federation {
-    fn default() -> Self {
+impl Federation {
+    pub fn new(ctx: SyncContext) -> Self {
         Self {
+            ctx: Arc::new(ctx),
             holder: uuid::Uuid::new_v4().to_string(),
             workers: Mutex::default(),
             passes: Mutex::default(),
         }
     }
-}
 
-impl Federation {
+    pub fn context(&self) -> &SyncContext {
+        &self.ctx
+    }
+
     /// Starts a worker for every enabled remote.
-    pub async fn start_all(&self, registry: &Arc<Registry>) {
-        match registry.store.list_remotes().await {
+    pub async fn start_all(self: &Arc<Self>) {
+        match self.ctx.remotes.list_remotes().await {
             Ok(remotes) => {
                 for remote in remotes.into_iter().filter(|r| r.config.enabled) {
-                    self.restart(registry, &remote.name);
+                    self.restart(&remote.name);
                 }
             }
             Err(error) => tracing::error!(%error, "cannot list remotes; no sync workers started"),
@@ -60,15 +89,10 @@ impl Federation {
     }
 
     /// (Re)starts the worker of `name` with its current configuration.
-    pub fn restart(&self, registry: &Arc<Registry>, name: &str) {
+    pub fn restart(self: &Arc<Self>, name: &str) {
         self.stop(name);
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(run_worker(
-            registry.clone(),
-            name.to_owned(),
-            self.holder.clone(),
-            cancel.clone(),
-        ));
+        let task = tokio::spawn(run_worker(self.clone(), name.to_owned(), cancel.clone()));
         lock(&self.workers).insert(name.to_owned(), (cancel, task));
     }
 
@@ -123,15 +147,12 @@ async fn sleep_or_cancel(cancel: &CancellationToken, duration: Duration) -> bool
     }
 }
 
-async fn run_worker(
-    registry: Arc<Registry>,
-    name: String,
-    holder: String,
-    cancel: CancellationToken,
-) {
+async fn run_worker(federation: Arc<Federation>, name: String, cancel: CancellationToken) {
+    let ctx = &federation.ctx;
+    let holder = &federation.holder;
     let mut failures = 0u32;
     while !cancel.is_cancelled() {
-        let remote = match registry.store.get_remote(&name).await {
+        let remote = match ctx.remotes.get_remote(&name).await {
             Ok(Some(remote)) if remote.config.enabled => remote,
             Ok(_) => break,
             Err(error) => {
@@ -144,11 +165,7 @@ async fn run_worker(
             }
         };
         let interval = Duration::from_secs(remote.config.interval_seconds.max(1));
-        match registry
-            .store
-            .acquire_lease(&name, &holder, LEASE_MILLIS)
-            .await
-        {
+        match ctx.remotes.acquire_lease(&name, holder, LEASE_MILLIS).await {
             Ok(true) => {}
             Ok(false) => {
                 // Another replica syncs this remote; check again later in case it dies.
@@ -168,12 +185,12 @@ async fn run_worker(
         }
         let wait = remote.config.interval_seconds.clamp(1, MAX_WAIT_SECONDS);
         let started = Instant::now();
-        let pass_lock = registry.federation.pass_lock(&name);
+        let pass_lock = federation.pass_lock(&name);
         let result = tokio::select! {
             _ = cancel.cancelled() => break,
             result = async {
                 let _guard = pass_lock.lock().await;
-                registry.sync_pass(&remote, Some(wait)).await
+                ctx.sync_pass(&remote, Some(wait)).await
             } => result,
         };
         match result {
@@ -199,7 +216,7 @@ async fn run_worker(
             }
         }
     }
-    if let Err(error) = registry.store.release_lease(&name, &holder).await {
+    if let Err(error) = ctx.remotes.release_lease(&name, holder).await {
         tracing::debug!(remote = %name, %error, "could not release the sync lease");
     }
 }

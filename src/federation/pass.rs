@@ -22,10 +22,11 @@ use reliquary_client::Client;
 use serde_json::Value;
 
 use super::keyring::KeyRing;
+use super::SyncContext;
+use crate::audit::{bounded_detail, Outcome};
 use crate::domain::document::{bound_text_fields, describe_problems, validate_document};
 use crate::domain::id::validate_id;
 use crate::domain::visibility::Visibility;
-use crate::registry::{bounded_detail, Outcome, Registry};
 use crate::store::{RemoteRecord, StoreError};
 use crate::upload::receive;
 
@@ -55,7 +56,7 @@ enum BlobFailure {
     Transfer(anyhow::Error),
 }
 
-impl Registry {
+impl SyncContext {
     /// Runs one pass; with `wait`, the first page long-polls the peer.
     pub async fn sync_pass(
         &self,
@@ -68,7 +69,7 @@ impl Registry {
             .header_timeout(self.peer_timeout)
             .idle_timeout(self.peer_timeout)
             .build()?;
-        let remotes = self.store.list_remotes().await?;
+        let remotes = self.remotes.list_remotes().await?;
         let ring = KeyRing::build(self.signer.registry(), &remotes);
         let mut state = remote.state.clone();
         let mut summary = SyncSummary::default();
@@ -144,7 +145,7 @@ impl Registry {
                 state.cursor.max(page.last_seq).max(highest)
             };
             state.peer_last_seq = page.last_seq;
-            self.store.set_remote_state(&remote.name, &state).await?;
+            self.remotes.set_remote_state(&remote.name, &state).await?;
             if !page.has_more {
                 break Ok(());
             }
@@ -169,11 +170,12 @@ impl Registry {
             Err(error) => {
                 let text = bounded_detail(format!("{error:#}"));
                 state.last_error = Some(text.clone());
-                self.record_sync(&remote.name, "sync.error", Outcome::Invalid, None, text)
+                self.audit
+                    .record_sync(&remote.name, "sync.error", Outcome::Invalid, None, text)
                     .await;
             }
         }
-        self.store.set_remote_state(&remote.name, &state).await?;
+        self.remotes.set_remote_state(&remote.name, &state).await?;
         summary.cursor = state.cursor;
         outcome.map(|()| summary)
     }
@@ -191,17 +193,18 @@ impl Registry {
         // Only a valid id is named as the artefact: an invalid one is not ours to index.
         let valid_id = id.filter(|id| validate_id(id).is_ok());
         tracing::warn!(remote = %remote.name, id = ?id.map(|i| truncate_chars(i, 100)), %reason, "refused a mirrored item");
-        self.record_sync(
-            &remote.name,
-            "sync.invalid",
-            Outcome::Invalid,
-            valid_id,
-            match (valid_id, id) {
-                (None, Some(id)) => format!("id {:?}: {reason}", truncate_chars(id, 100)),
-                _ => reason.clone(),
-            },
-        )
-        .await;
+        self.audit
+            .record_sync(
+                &remote.name,
+                "sync.invalid",
+                Outcome::Invalid,
+                valid_id,
+                match (valid_id, id) {
+                    (None, Some(id)) => format!("id {:?}: {reason}", truncate_chars(id, 100)),
+                    _ => reason.clone(),
+                },
+            )
+            .await;
         summary.skipped += 1;
         if summary.invalid.len() < MAX_LISTED_INVALID {
             summary.invalid.push(InvalidItem {
@@ -255,7 +258,7 @@ impl Registry {
             // Our own artefact coming back through a peer: never mirrored back (no ping-pong).
             return Ok(Applied::Skipped);
         }
-        let local = self.store.get(&doc.id, &Visibility::all()).await?;
+        let local = self.artefacts.get(&doc.id, &Visibility::all()).await?;
         if let Some(local) = &local {
             let owner = local.origin.as_ref().map(|o| o.remote.as_str());
             if owner != Some(remote.name.as_str()) {
@@ -263,14 +266,15 @@ impl Registry {
                     None => "a local artefact with this id exists".to_owned(),
                     Some(other) => format!("already mirrored through remote `{other}`"),
                 };
-                self.record_sync(
-                    &remote.name,
-                    "sync.conflict",
-                    Outcome::Conflict,
-                    Some(&doc.id),
-                    why,
-                )
-                .await;
+                self.audit
+                    .record_sync(
+                        &remote.name,
+                        "sync.conflict",
+                        Outcome::Conflict,
+                        Some(&doc.id),
+                        why,
+                    )
+                    .await;
                 return Ok(Applied::Conflict);
             }
         }
@@ -350,23 +354,24 @@ impl Registry {
             }
         }
         let expected = local.as_ref().map(|l| l.revision);
-        let committed = match self.store.put(mirrored, expected).await {
+        let committed = match self.artefacts.put(mirrored, expected).await {
             Err(StoreError::RevisionMismatch) => bail!("the local copy changed during the pass"),
             other => other?,
         };
-        self.changed(committed.seq);
-        self.record_sync(
-            &remote.name,
-            "sync.mirror",
-            Outcome::Success,
-            Some(&committed.id),
-            format!(
-                "version {} ({} slots)",
-                committed.version,
-                committed.tarballs.len()
-            ),
-        )
-        .await;
+        self.changes.changed(committed.seq);
+        self.audit
+            .record_sync(
+                &remote.name,
+                "sync.mirror",
+                Outcome::Success,
+                Some(&committed.id),
+                format!(
+                    "version {} ({} slots)",
+                    committed.version,
+                    committed.tarballs.len()
+                ),
+            )
+            .await;
         Ok(Applied::Mirrored(downloaded))
     }
 
@@ -444,25 +449,30 @@ impl Registry {
         if let Err(why) = validate_id(&tombstone.id) {
             return Ok(Applied::Invalid(format!("tombstone: {why}")));
         }
-        let Some(local) = self.store.get(&tombstone.id, &Visibility::all()).await? else {
+        let Some(local) = self
+            .artefacts
+            .get(&tombstone.id, &Visibility::all())
+            .await?
+        else {
             return Ok(Applied::Skipped);
         };
         if local.origin.as_ref().map(|o| o.remote.as_str()) != Some(remote.name.as_str()) {
             return Ok(Applied::Skipped);
         }
-        match self.store.delete(&local.id, local.revision).await {
-            Ok(gone) => self.changed(gone.seq),
+        match self.artefacts.delete(&local.id, local.revision).await {
+            Ok(gone) => self.changes.changed(gone.seq),
             Err(StoreError::NotFound) => return Ok(Applied::Skipped),
             Err(other) => return Err(other.into()),
         }
-        self.record_sync(
-            &remote.name,
-            "sync.delete",
-            Outcome::Success,
-            Some(&local.id),
-            "deleted at the origin".into(),
-        )
-        .await;
+        self.audit
+            .record_sync(
+                &remote.name,
+                "sync.delete",
+                Outcome::Success,
+                Some(&local.id),
+                "deleted at the origin".into(),
+            )
+            .await;
         Ok(Applied::Deleted)
     }
 }

@@ -1,5 +1,7 @@
 //! Handlers for `/artefacts`: parse, call the registry, shape the answer.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::header::{
@@ -13,10 +15,12 @@ use futures::TryStreamExt;
 use serde::Deserialize;
 
 use super::conditional::{none_match, parse_range, RangeRequest};
-use super::extract::{architecture, ApiQuery, AppState, ArtefactId, LaterJson};
+use super::extract::{architecture, ApiQuery, ArtefactId, LaterJson};
 use crate::auth::Caller;
 use crate::blobs::BlobBody;
+use crate::edge::Edge;
 use crate::error::{Error, Result};
+use crate::registry::Registry;
 use crate::registry::{decode_cursor, ArtefactPatch, UploadRequest, DEFAULT_PAGE, MAX_PAGE};
 use crate::store::BrowseQuery;
 
@@ -31,7 +35,7 @@ pub struct UploadQuery {
 
 /// `POST /artefacts/npm/{id}`: the raw body or the multipart field `tarball`.
 pub async fn upload(
-    State(registry): State<AppState>,
+    State(registry): State<Arc<Registry>>,
     caller: Caller,
     ArtefactId(id): ArtefactId,
     ApiQuery(query): ApiQuery<UploadQuery>,
@@ -104,7 +108,7 @@ pub async fn upload(
 
 /// `GET /artefacts/{id}`.
 pub async fn get(
-    State(registry): State<AppState>,
+    State(registry): State<Arc<Registry>>,
     caller: Caller,
     ArtefactId(id): ArtefactId,
     headers: HeaderMap,
@@ -125,7 +129,8 @@ pub struct TarballQuery {
 
 /// `GET /artefacts/{id}/tarball?architecture=`: streamed, with 304 and single-range 206.
 pub async fn tarball(
-    State(registry): State<AppState>,
+    State(registry): State<Arc<Registry>>,
+    State(edge): State<Arc<Edge>>,
     caller: Caller,
     ArtefactId(id): ArtefactId,
     ApiQuery(query): ApiQuery<TarballQuery>,
@@ -194,7 +199,7 @@ pub async fn tarball(
     tracing::debug!(id = %doc.id, arch = %resolved, bytes = length, "serving tarball");
     let body = match blob.body {
         BlobBody::InMemory(bytes) => Body::from(bytes),
-        BlobBody::Streaming(stream) => Body::from_stream(registry.edge.budgeted(
+        BlobBody::Streaming(stream) => Body::from_stream(edge.budgeted(
             stream.map_err(std::io::Error::other),
             crate::blobs::MAX_STREAM_CHUNK,
         )),
@@ -219,7 +224,7 @@ pub struct ListQuery {
 
 /// `GET /artefacts`: browse mode, or sync mode with `since`.
 pub async fn list(
-    State(registry): State<AppState>,
+    State(registry): State<Arc<Registry>>,
     caller: Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Response> {
@@ -275,12 +280,13 @@ pub struct PatchBody {
 
 /// `PATCH /artefacts/{id}`.
 pub async fn patch(
-    State(registry): State<AppState>,
+    State(registry): State<Arc<Registry>>,
     caller: Caller,
     ArtefactId(id): ArtefactId,
     body: LaterJson<PatchBody>,
 ) -> Result<Json<reliquary_client::types::Artefact>> {
     registry
+        .audit
         .admit(&caller, "artefact.patch", |c| c.require_publish(&id))
         .await?;
     let body = body.parse().await?;
@@ -296,7 +302,7 @@ pub async fn patch(
 
 /// `DELETE /artefacts/{id}`.
 pub async fn delete(
-    State(registry): State<AppState>,
+    State(registry): State<Arc<Registry>>,
     caller: Caller,
     ArtefactId(id): ArtefactId,
 ) -> Result<Json<reliquary_client::types::Tombstone>> {
@@ -305,7 +311,7 @@ pub async fn delete(
 
 /// `DELETE /artefacts/{id}/tarballs/{arch}`.
 pub async fn delete_slot(
-    State(registry): State<AppState>,
+    State(registry): State<Arc<Registry>>,
     caller: Caller,
     ArtefactId(id): ArtefactId,
     axum::extract::Path((_, arch)): axum::extract::Path<(String, String)>,
@@ -337,7 +343,7 @@ async fn read_attestation(mut field: axum::extract::multipart::Field<'_>) -> Res
 
 /// `GET /artefacts/{id}/tarballs/{arch}/attestation`: the bundle as uploaded, unverified.
 pub async fn attestation(
-    State(registry): State<AppState>,
+    State(registry): State<Arc<Registry>>,
     caller: Caller,
     ArtefactId(id): ArtefactId,
     axum::extract::Path((_, arch)): axum::extract::Path<(String, String)>,

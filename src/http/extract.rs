@@ -2,20 +2,17 @@
 //! failure (axum's own rejections are plain text).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
+use crate::app::AppState;
 use crate::auth::Caller;
 use crate::domain::arch::validate_architecture;
 use crate::domain::id::validate_id;
 use crate::error::Error;
-use crate::registry::Registry;
-
-pub type AppState = Arc<Registry>;
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = Error;
@@ -34,7 +31,7 @@ impl FromRequestParts<AppState> for Caller {
                 Some(token.trim())
             }
         };
-        let mut caller = state.authenticate(token).await?;
+        let mut caller = state.registry.authenticate(token).await?;
         caller.remote_addr = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()

@@ -6,6 +6,7 @@ pub mod extract;
 pub mod keys;
 pub mod ops;
 pub mod remotes;
+pub mod track;
 
 use std::time::Duration;
 
@@ -16,13 +17,15 @@ use axum::Router;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
+use crate::app::AppState;
 use crate::error::Error;
-pub use extract::AppState;
 
 /// JSON request bodies (keys, patches, remotes) are small.
-const JSON_BODY_LIMIT: usize = 64 * 1024;
+pub const JSON_BODY_LIMIT: usize = 64 * 1024;
 
-pub fn router(state: AppState) -> Router {
+/// The HTTP API's routes, each with its body limit (the default is [`JSON_BODY_LIMIT`], set
+/// where `app::router` composes this with the UI).
+pub fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/artefacts/npm/{id}",
@@ -37,41 +40,48 @@ pub fn router(state: AppState) -> Router {
                 .delete(artefacts::delete),
         )
         .route("/artefacts/{id}/tarball", get(artefacts::tarball))
-        .route("/artefacts/{id}/tarballs/{arch}", delete(artefacts::delete_slot))
-        .route("/artefacts/{id}/tarballs/{arch}/attestation", get(artefacts::attestation))
+        .route(
+            "/artefacts/{id}/tarballs/{arch}",
+            delete(artefacts::delete_slot),
+        )
+        .route(
+            "/artefacts/{id}/tarballs/{arch}/attestation",
+            get(artefacts::attestation),
+        )
         .route("/keys", get(keys::list).post(keys::create))
         .route("/keys/{key_id}", delete(keys::revoke))
         .route("/audit", get(keys::audit))
         .route("/remotes", get(remotes::list))
-        .route("/remotes/{name}", axum::routing::put(remotes::put).delete(remotes::delete))
+        .route(
+            "/remotes/{name}",
+            axum::routing::put(remotes::put).delete(remotes::delete),
+        )
         .route("/remotes/{name}/sync", post(remotes::sync))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/.well-known/reliquary", get(ops::well_known))
         .route("/", get(ops::root))
-        .merge(crate::ui::router())
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::metrics::track,
-        ))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|request: &Request<_>| {
-                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
-                })
-                .on_request(())
-                .on_response(|response: &Response<_>, latency: Duration, _span: &Span| {
-                    tracing::info!(status = response.status().as_u16(), latency_ms = latency.as_secs_f64() * 1e3, "served");
-                }),
-        )
-        .with_state(state)
 }
 
-async fn method_not_allowed() -> Error {
+/// One log line per request, with its status and latency.
+pub fn trace_layer() -> TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    impl Fn(&Request<axum::body::Body>) -> Span + Clone,
+    (),
+    impl Fn(&Response<axum::body::Body>, Duration, &Span) + Clone,
+> {
+    TraceLayer::new_for_http()
+        .make_span_with(|request: &Request<axum::body::Body>| {
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+        })
+        .on_request(())
+        .on_response(|response: &Response<axum::body::Body>, latency: Duration, _span: &Span| {
+            tracing::info!(status = response.status().as_u16(), latency_ms = latency.as_secs_f64() * 1e3, "served");
+        })
+}
+
+pub async fn method_not_allowed() -> Error {
     Error::new(
         axum::http::StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
@@ -79,6 +89,6 @@ async fn method_not_allowed() -> Error {
     )
 }
 
-async fn not_found() -> Error {
+pub async fn not_found() -> Error {
     Error::not_found("route_not_found", "No such endpoint; see docs/api.md.")
 }

@@ -6,7 +6,7 @@ use axum::Json;
 use reliquary_client::types::WellKnown;
 use serde_json::json;
 
-use super::extract::AppState;
+use crate::app::AppState;
 use crate::error::Result;
 
 /// `GET /healthz`: the process is up.
@@ -15,14 +15,14 @@ pub async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// `GET /readyz`: both stores answer; 503 otherwise.
-pub async fn readyz(State(registry): State<AppState>) -> Result<Json<serde_json::Value>> {
-    registry.ready().await?;
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>> {
+    state.registry.ready().await?;
     Ok(Json(json!({"status": "ready"})))
 }
 
 /// `GET /.well-known/reliquary`.
-pub async fn well_known(State(registry): State<AppState>) -> Json<WellKnown> {
-    Json(registry.well_known().await)
+pub async fn well_known(State(state): State<AppState>) -> Json<WellKnown> {
+    Json(state.federation.well_known().await)
 }
 
 /// `GET /`: the web UI lives under `/ui/`.
@@ -31,13 +31,13 @@ pub async fn root() -> Response {
 }
 
 /// `GET /metrics`: Prometheus text exposition.
-pub async fn metrics(State(registry): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        registry.metrics.render(),
+        state.metrics.render(),
     )
         .into_response()
 }

@@ -1,26 +1,31 @@
 //! Handlers for `/remotes` (admin).
 
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use reliquary_client::types::{Items, PutRemote, Remote, SyncSummary};
 use serde::Deserialize;
 
-use super::extract::{ApiQuery, AppState, LaterJson};
+use super::extract::{ApiQuery, LaterJson};
 use crate::auth::Caller;
 use crate::error::Result;
+use crate::federation::Federation;
 
 /// `PUT /remotes/{name}`: 201 created, 200 replaced; never echoes the token.
 pub async fn put(
-    State(registry): State<AppState>,
+    State(federation): State<Arc<Federation>>,
     caller: Caller,
     Path(name): Path<String>,
     body: LaterJson<PutRemote>,
 ) -> Result<(StatusCode, Json<Remote>)> {
-    registry
+    federation
+        .context()
+        .audit
         .admit(&caller, "remote.put", Caller::require_admin)
         .await?;
-    let (remote, created) = registry
+    let (remote, created) = federation
         .put_remote(&caller, &name, body.parse().await?)
         .await?;
     let status = if created {
@@ -32,8 +37,11 @@ pub async fn put(
 }
 
 /// `GET /remotes`.
-pub async fn list(State(registry): State<AppState>, caller: Caller) -> Result<Json<Items<Remote>>> {
-    let items = registry.list_remotes(&caller).await?;
+pub async fn list(
+    State(federation): State<Arc<Federation>>,
+    caller: Caller,
+) -> Result<Json<Items<Remote>>> {
+    let items = federation.list_remotes(&caller).await?;
     Ok(Json(Items { items }))
 }
 
@@ -45,21 +53,23 @@ pub struct DeleteQuery {
 
 /// `DELETE /remotes/{name}?purge=`.
 pub async fn delete(
-    State(registry): State<AppState>,
+    State(federation): State<Arc<Federation>>,
     caller: Caller,
     Path(name): Path<String>,
     ApiQuery(query): ApiQuery<DeleteQuery>,
 ) -> Result<Json<Remote>> {
     Ok(Json(
-        registry.delete_remote(&caller, &name, query.purge).await?,
+        federation
+            .delete_remote(&caller, &name, query.purge)
+            .await?,
     ))
 }
 
 /// `POST /remotes/{name}/sync`: one pass now.
 pub async fn sync(
-    State(registry): State<AppState>,
+    State(federation): State<Arc<Federation>>,
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<SyncSummary>> {
-    Ok(Json(registry.sync_remote(&caller, &name).await?))
+    Ok(Json(federation.sync_remote(&caller, &name).await?))
 }

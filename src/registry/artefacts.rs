@@ -7,9 +7,9 @@ use bytes::Bytes;
 use futures::Stream;
 use reliquary_client::types::{Artefact, BrowsePage, ChangePage, Slot, Timestamp, Tombstone};
 
-use super::audit::{Outcome, Target};
 use super::documents::Served;
 use super::{ArtefactPatch, Registry, UploadRequest, Uploaded, CAS_ATTEMPTS};
+use crate::audit::{Outcome, Target};
 use crate::auth::Caller;
 use crate::blobs::{BlobKey, BlobStream};
 use crate::domain::document::{bound_text_fields, validate_document};
@@ -153,7 +153,9 @@ impl Registry {
         if let Err(error) = &result {
             self.metrics.upload_rejected(error.code);
         }
-        self.record(caller, action, outcome, target, detail).await;
+        self.audit
+            .record(caller, action, outcome, target, detail)
+            .await;
         result
     }
 
@@ -170,14 +172,15 @@ impl Registry {
         if let Err(error) = &result {
             if Outcome::of_error(error) == Some(Outcome::Denied) {
                 let target = Target::slot(&request.id, &request.architecture);
-                self.record(
-                    caller,
-                    "artefact.upload_denied",
-                    Outcome::Denied,
-                    target,
-                    error.to_string(),
-                )
-                .await;
+                self.audit
+                    .record(
+                        caller,
+                        "artefact.upload_denied",
+                        Outcome::Denied,
+                        target,
+                        error.to_string(),
+                    )
+                    .await;
             }
         }
         result
@@ -356,14 +359,15 @@ impl Registry {
     pub async fn patch(&self, caller: &Caller, id: &str, patch: ArtefactPatch) -> Result<Artefact> {
         let detail = format!("{patch:?}");
         let result = self.patch_unaudited(caller, id, patch).await;
-        self.record_result(
-            caller,
-            "artefact.patch",
-            Target::artefact(id),
-            &result,
-            |_| detail,
-        )
-        .await;
+        self.audit
+            .record_result(
+                caller,
+                "artefact.patch",
+                Target::artefact(id),
+                &result,
+                |_| detail,
+            )
+            .await;
         result
     }
 
@@ -412,14 +416,15 @@ impl Registry {
     /// Deletes an artefact, leaving a tombstone for mirrors. Its blobs stay until gc.
     pub async fn delete(&self, caller: &Caller, id: &str) -> Result<Tombstone> {
         let result = self.delete_unaudited(caller, id).await;
-        self.record_result(
-            caller,
-            "artefact.delete",
-            Target::artefact(id),
-            &result,
-            |t| format!("deleted at seq {}", t.seq),
-        )
-        .await;
+        self.audit
+            .record_result(
+                caller,
+                "artefact.delete",
+                Target::artefact(id),
+                &result,
+                |t| format!("deleted at seq {}", t.seq),
+            )
+            .await;
         result
     }
 
@@ -452,14 +457,15 @@ impl Registry {
         architecture: &str,
     ) -> Result<Artefact> {
         let result = self.delete_slot_unaudited(caller, id, architecture).await;
-        self.record_result(
-            caller,
-            "artefact.delete",
-            Target::slot(id, architecture),
-            &result,
-            |_| "deleted one slot".to_owned(),
-        )
-        .await;
+        self.audit
+            .record_result(
+                caller,
+                "artefact.delete",
+                Target::slot(id, architecture),
+                &result,
+                |_| "deleted one slot".to_owned(),
+            )
+            .await;
         result
     }
 

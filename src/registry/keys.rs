@@ -2,8 +2,8 @@
 
 use reliquary_client::types::{ApiKey, CreatedKey, NewKey, Role, Timestamp};
 
-use super::audit::Target;
 use super::Registry;
+use crate::audit::Target;
 use crate::auth::Caller;
 use crate::domain::document::validate_name;
 use crate::error::{Error, Result};
@@ -14,15 +14,16 @@ impl Registry {
     pub async fn create_key(&self, caller: &Caller, request: NewKey) -> Result<CreatedKey> {
         let result = self.create_key_inner(caller, request).await;
         let target = Target::default();
-        self.record_result(caller, "key.create", target, &result, |created| {
-            format!(
-                "created key `{}` ({}) with role {}",
-                created.key.name,
-                created.key.id,
-                created.key.role.as_str()
-            )
-        })
-        .await;
+        self.audit
+            .record_result(caller, "key.create", target, &result, |created| {
+                format!(
+                    "created key `{}` ({}) with role {}",
+                    created.key.name,
+                    created.key.id,
+                    created.key.role.as_str()
+                )
+            })
+            .await;
         result
     }
 
@@ -70,10 +71,11 @@ impl Registry {
             }
         }
         .await;
-        self.record_result(caller, "key.revoke", Target::default(), &result, |key| {
-            format!("revoked key `{}` ({})", key.name, key.id)
-        })
-        .await;
+        self.audit
+            .record_result(caller, "key.revoke", Target::default(), &result, |key| {
+                format!("revoked key `{}` ({})", key.name, key.id)
+            })
+            .await;
         result
     }
 }

@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use reliquary_client::types::{Artefact, Kind};
 
+use crate::audit::AuditLog;
 use crate::auth::{self, Caller};
 use crate::blobs::Blobs;
+use crate::changes::ChangeFeed;
 use crate::config::{AnonymousRead, Config};
 use crate::domain::tarball::Limits;
 use crate::error::Result;
@@ -18,10 +20,8 @@ mod artefacts;
 mod audit;
 mod documents;
 mod keys;
-mod remotes;
 
 pub use artefacts::{decode_cursor, encode_cursor};
-pub use audit::{bounded_detail, Outcome};
 pub use documents::Served;
 
 /// How often a write retries after losing a compare-and-swap race before giving up with 409.
@@ -33,21 +33,15 @@ pub const MAX_PAGE: usize = 500;
 pub struct Registry {
     pub store: Arc<dyn MetadataStore>,
     pub blobs: Blobs,
-    pub signer: Signer,
+    pub signer: Arc<Signer>,
     pub anonymous_read: AnonymousRead,
     pub body_limits: crate::upload::BodyLimits,
     pub tarball_limits: Limits,
     pub audit_retention_days: u32,
-    /// Connect, header and idle-body timeout of every request to a peer.
-    pub peer_timeout: std::time::Duration,
-    /// Edge timeouts and the response-memory budget.
-    pub edge: crate::edge::Edge,
-    pub metrics: crate::metrics::Metrics,
-    pub federation: crate::federation::Federation,
-    /// Web UI sessions.
-    pub sessions: crate::ui::session::Sessions,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub audit: AuditLog,
     /// The latest committed seq, for long-polling change feeds.
-    changes: tokio::sync::watch::Sender<i64>,
+    pub changes: Arc<ChangeFeed>,
     /// Hot documents, encoded (validated by revision on every read).
     documents: documents::Documents,
     bootstrap_token_hash: Option<String>,
@@ -82,10 +76,12 @@ impl Registry {
     pub fn new(
         store: Arc<dyn MetadataStore>,
         blobs: Blobs,
-        signer: Signer,
+        signer: Arc<Signer>,
+        metrics: Arc<crate::metrics::Metrics>,
         config: &Config,
     ) -> Self {
         Self {
+            audit: AuditLog::new(store.clone()),
             store,
             blobs,
             signer,
@@ -96,12 +92,8 @@ impl Registry {
             },
             tarball_limits: config.tarball_limits.clone(),
             audit_retention_days: config.audit_retention_days,
-            peer_timeout: config.peer_timeout,
-            edge: crate::edge::Edge::new(config),
-            metrics: Default::default(),
-            federation: Default::default(),
-            sessions: Default::default(),
-            changes: tokio::sync::watch::Sender::new(0),
+            metrics,
+            changes: Arc::default(),
             documents: Default::default(),
             bootstrap_token_hash: config
                 .admin_token
@@ -121,11 +113,7 @@ impl Registry {
 
     /// Wakes long-polling change-feed readers after a commit.
     pub(crate) fn changed(&self, seq: i64) {
-        self.changes.send_if_modified(|latest| {
-            let newer = seq > *latest;
-            *latest = (*latest).max(seq);
-            newer
-        });
+        self.changes.changed(seq);
     }
 
     pub(crate) fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<i64> {

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use super::session::Sessions;
 use super::views::{self, ArtefactRow, AuditRow, KeyRow, RemoteRow, SlotView};
 use super::{Page, Visitor};
+use crate::app::AppState;
 use crate::domain::id::validate_id;
-use crate::http::AppState;
 use crate::registry::{decode_cursor, DEFAULT_PAGE};
 use crate::store::BrowseQuery;
 use reliquary_client::jws::verify_slot;
@@ -40,7 +40,7 @@ pub struct Nav {
 
 fn nav(state: &AppState, visitor: &Visitor, section: &'static str) -> Nav {
     Nav {
-        registry: state.signer.registry().to_owned(),
+        registry: state.registry.signer.registry().to_owned(),
         section,
         user: visitor
             .caller
@@ -133,7 +133,7 @@ pub async fn list(
         after: query.cursor.as_deref().map(decode_cursor).transpose()?,
         limit: DEFAULT_PAGE,
     };
-    let page = state.browse(&visitor.caller, browse).await?;
+    let page = state.registry.browse(&visitor.caller, browse).await?;
     let now = Timestamp::now();
     let next_page = page.next_cursor.map(|cursor| {
         let q = form_urlencoded::Serializer::new(String::new())
@@ -186,12 +186,12 @@ pub async fn artefact(
         .and_then(|h| h.to_str().ok())
         .map_or_else(|| "<registry>".to_owned(), |host| format!("http://{host}"));
     validate_id(&id).map_err(|why| Page::error(StatusCode::BAD_REQUEST, "Bad id", &why))?;
-    let doc = state.artefact(&visitor.caller, &id).await?;
+    let doc = state.registry.artefact(&visitor.caller, &id).await?;
     let ring = match &doc.origin {
-        Some(_) => Some(state.key_ring().await?),
+        Some(_) => Some(state.federation.key_ring().await?),
         None => None,
     };
-    let own_keys = state.signer.trusted_keys();
+    let own_keys = state.registry.signer.trusted_keys();
     let path_id = views::path_id(&doc.id);
     let slots = doc
         .tarballs
@@ -207,8 +207,13 @@ pub async fn artefact(
                     .and_then(|keys| {
                         verify_slot(keys, &doc, arch, Some(&origin.registry)).map_err(|_| ())
                     }),
-                _ => verify_slot(&own_keys, &doc, arch, Some(state.signer.registry()))
-                    .map_err(|_| ()),
+                _ => verify_slot(
+                    &own_keys,
+                    &doc,
+                    arch,
+                    Some(state.registry.signer.registry()),
+                )
+                .map_err(|_| ()),
             };
             let (status, class) = match (verdict, &doc.origin) {
                 (Ok(_), None) => ("verified", "present"),
@@ -274,7 +279,7 @@ pub async fn remotes(
 ) -> PageResult {
     require_admin(&visitor, "/ui/remotes")?;
     let now = Timestamp::now();
-    let remotes = state.list_remotes(&visitor.caller).await?;
+    let remotes = state.federation.list_remotes(&visitor.caller).await?;
     render(&RemotesPage {
         nav: nav(&state, &visitor, "remotes"),
         remotes: remotes.iter().map(|r| RemoteRow::of(r, now)).collect(),
@@ -296,7 +301,7 @@ pub async fn sync_remote(
     Form(form): Form<CsrfForm>,
 ) -> PageResult {
     visitor.check_csrf(&form.csrf)?;
-    let message = match state.sync_remote(&visitor.caller, &name).await {
+    let message = match state.federation.sync_remote(&visitor.caller, &name).await {
         Ok(s) => format!(
             "{name}: mirrored {}, deleted {}, conflicts {}, skipped {}",
             s.mirrored, s.deleted, s.conflicts, s.skipped
@@ -325,7 +330,7 @@ async fn keys_page(
     error: Option<String>,
 ) -> PageResult {
     let now = Timestamp::now();
-    let keys = state.list_keys(&visitor.caller).await?;
+    let keys = state.registry.list_keys(&visitor.caller).await?;
     render(&KeysPage {
         nav: nav(state, visitor, "keys"),
         keys: keys.iter().map(|k| KeyRow::of(k, now)).collect(),
@@ -371,7 +376,7 @@ pub async fn create_key(
         allowed_category: optional(form.allowed_category),
         expires_at: None,
     };
-    match state.create_key(&visitor.caller, request).await {
+    match state.registry.create_key(&visitor.caller, request).await {
         Ok(created) => {
             let mut page = keys_page(&state, &visitor, Some(created.token), None)
                 .await?
@@ -396,7 +401,7 @@ pub async fn revoke_key(
 ) -> PageResult {
     require_admin(&visitor, "/ui/keys")?;
     visitor.check_csrf(&form.csrf)?;
-    state.revoke_key(&visitor.caller, &id).await?;
+    state.registry.revoke_key(&visitor.caller, &id).await?;
     Ok(Page::redirect("/ui/keys"))
 }
 
@@ -444,6 +449,7 @@ pub async fn audit(
     require_admin(&visitor, "/ui/audit")?;
     let action = Some(query.action.clone()).filter(|a| !a.is_empty());
     let page = state
+        .registry
         .audit_log(&visitor.caller, action, query.cursor, DEFAULT_PAGE)
         .await?;
     let next_page = page.next_cursor.map(|cursor| {
@@ -539,7 +545,7 @@ pub async fn login(
         ));
     }
     let next = safe_next(form.next.as_deref());
-    match state.authenticate(Some(form.token.trim())).await {
+    match state.registry.authenticate(Some(form.token.trim())).await {
         Ok(caller) if caller.key.is_some() => {
             let id = state
                 .sessions

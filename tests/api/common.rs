@@ -15,6 +15,7 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-that-is-long-enough-0123456789";
 
 pub struct TestServer {
     pub url: String,
+    pub app: reliquary::AppState,
     pub registry: std::sync::Arc<reliquary::registry::Registry>,
     pub config: Config,
     pub client: Client,
@@ -50,14 +51,16 @@ impl TestServer {
         let listener = TcpListener::bind(address).await.expect("bind");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
-        let registry = reliquary::open_registry(&config)
+        let app = reliquary::open_registry(&config)
             .await
             .expect("open registry");
-        let task = tokio::spawn(reliquary::serve(registry.clone(), listener, async move {
+        let registry = app.registry.clone();
+        let task = tokio::spawn(reliquary::serve(app.clone(), listener, async move {
             let _ = rx.await;
         }));
         Self {
             url,
+            app,
             registry,
             config,
             client: Client::new(),

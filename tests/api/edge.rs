@@ -143,7 +143,7 @@ async fn readers_that_never_read_are_dropped_and_free_their_memory() {
         .collect();
     let tarball = npm_tarball_with("big", "1.0.0", &noise);
     server.upload_ok("big@1", "", tarball, 201).await;
-    let edge = &server.registry.edge;
+    let edge = &server.app.edge;
     let metrics = &server.registry.metrics;
     let full = edge.budget_available_kib();
     // The upload's keep-alive connection may still be open.
@@ -467,7 +467,7 @@ fn request_parsing_never_panics_and_always_answers_json_errors() {
             .await;
         server
     });
-    let router = reliquary::http::router(server.registry.clone());
+    let router = reliquary::app::router(server.app.clone());
     let text = || proptest::string::string_regex("(.|[@/%.?#&=~ -]){0,24}").unwrap();
     let encode = |s: &str| -> String { form_urlencoded::byte_serialize(s.as_bytes()).collect() };
     let config = ProptestConfig {

@@ -10,21 +10,21 @@ use reliquary_client::types::{
 };
 use reliquary_client::Client;
 
-use super::audit::Target;
-use super::Registry;
+use super::keyring::KeyRing;
+use super::Federation;
+use crate::audit::Target;
 use crate::auth::Caller;
 use crate::domain::arch::validate_architecture;
 use crate::domain::document::validate_name;
 use crate::error::{Error, Result};
-use crate::federation::keyring::KeyRing;
 use crate::store::{RemoteConfig, RemoteRecord, RemoteState};
 
-impl Registry {
+impl Federation {
     /// `GET /.well-known/reliquary`: our keys, plus every key set pinned for the registries we
     /// mirror, each with the remote it came through, so that mirrors of this registry can
     /// verify signatures made at the origin.
     pub async fn well_known(&self) -> WellKnown {
-        let mut well_known = self.signer.well_known();
+        let mut well_known = self.ctx.signer.well_known();
         if let Ok(ring) = self.key_ring().await {
             well_known.mirrored_keys = ring.published();
         }
@@ -33,8 +33,8 @@ impl Registry {
 
     /// Every key pinned through every remote.
     pub async fn key_ring(&self) -> Result<KeyRing> {
-        let remotes = self.store.list_remotes().await?;
-        Ok(KeyRing::build(self.signer.registry(), &remotes))
+        let remotes = self.ctx.remotes.list_remotes().await?;
+        Ok(KeyRing::build(self.ctx.signer.registry(), &remotes))
     }
 
     /// `PUT /remotes/{name}`: creates or replaces a remote and (re)starts its worker.
@@ -45,22 +45,24 @@ impl Registry {
         request: PutRemote,
     ) -> Result<(Remote, bool)> {
         let result = self.put_remote_unaudited(caller, name, request).await;
-        self.record_result(
-            caller,
-            "remote.put",
-            Target::default(),
-            &result,
-            |(remote, created)| {
-                format!(
-                    "{} remote `{}` -> {} (registry `{}`)",
-                    if *created { "created" } else { "replaced" },
-                    remote.name,
-                    remote.url,
-                    remote.registry
-                )
-            },
-        )
-        .await;
+        self.ctx
+            .audit
+            .record_result(
+                caller,
+                "remote.put",
+                Target::default(),
+                &result,
+                |(remote, created)| {
+                    format!(
+                        "{} remote `{}` -> {} (registry `{}`)",
+                        if *created { "created" } else { "replaced" },
+                        remote.name,
+                        remote.url,
+                        remote.registry
+                    )
+                },
+            )
+            .await;
         result
     }
 
@@ -72,7 +74,7 @@ impl Registry {
     ) -> Result<(Remote, bool)> {
         caller.require_admin()?;
         validate_remote(name, &request)?;
-        let existing = self.store.get_remote(name).await?;
+        let existing = self.ctx.remotes.get_remote(name).await?;
         let same_peer = existing.as_ref().filter(|e| e.config.url == request.url);
         let (registry, pinned) = match same_peer {
             Some(existing) => (
@@ -98,7 +100,11 @@ impl Registry {
                 .as_ref()
                 .map_or_else(Timestamp::now, |e| e.config.created_at),
         };
-        let created = self.store.put_remote(name, &config, &request.token).await?;
+        let created = self
+            .ctx
+            .remotes
+            .put_remote(name, &config, &request.token)
+            .await?;
         if let Some(existing) = &existing {
             // Another peer or other filters: what was skipped before may be wanted now.
             let refiltered = existing.config.url != config.url
@@ -108,18 +114,20 @@ impl Registry {
                 // Items refused for want of a key may verify now.
                 || existing.config.trusted != config.trusted;
             if refiltered {
-                self.store
+                self.ctx
+                    .remotes
                     .set_remote_state(name, &RemoteState::default())
                     .await?;
             }
         }
         if config.enabled {
-            self.federation.restart(self, name);
+            self.restart(name);
         } else {
-            self.federation.stop(name);
+            self.stop(name);
         }
         let record = self
-            .store
+            .ctx
+            .remotes
             .get_remote(name)
             .await?
             .ok_or_else(|| Error::internal("a remote vanished right after it was written"))?;
@@ -139,7 +147,7 @@ impl Registry {
                 format!("Cannot read the peer's /.well-known/reliquary to pin its keys: {e}"),
             )
         })?;
-        if well_known.registry == self.signer.registry() {
+        if well_known.registry == self.ctx.signer.registry() {
             return Err(Error::bad_request(
                 "remote_is_self",
                 format!("The peer is named `{}`, like this registry; a registry does not mirror itself.", well_known.registry),
@@ -165,7 +173,7 @@ impl Registry {
         // registry-owned set exists.
         let mut relayed: BTreeMap<String, Vec<Jwk>> = BTreeMap::new();
         for set in well_known.mirrored_keys {
-            let usable = set.registry != self.signer.registry()
+            let usable = set.registry != self.ctx.signer.registry()
                 && set.registry != well_known.registry
                 && validate_name(&set.registry).is_ok()
                 && TrustedKeys::from_jwks(&set.keys).is_ok();
@@ -224,7 +232,7 @@ impl Registry {
     pub async fn list_remotes(&self, caller: &Caller) -> Result<Vec<Remote>> {
         caller.require_admin()?;
         let mut views = Vec::new();
-        for record in self.store.list_remotes().await? {
+        for record in self.ctx.remotes.list_remotes().await? {
             views.push(self.remote_view(&record).await?);
         }
         Ok(views)
@@ -240,55 +248,59 @@ impl Registry {
         let result = async {
             caller.require_admin()?;
             let record = self
-                .store
+                .ctx
+                .remotes
                 .get_remote(name)
                 .await?
                 .ok_or_else(|| remote_not_found(name))?;
-            self.federation.stop(name);
+            self.stop(name);
             let view = self.remote_view(&record).await?;
             if purge {
-                for (id, revision) in self.store.mirrored_by(name).await? {
-                    if let Ok(tombstone) = self.store.delete(&id, revision).await {
-                        self.changed(tombstone.seq);
+                for (id, revision) in self.ctx.remotes.mirrored_by(name).await? {
+                    if let Ok(tombstone) = self.ctx.artefacts.delete(&id, revision).await {
+                        self.ctx.changes.changed(tombstone.seq);
                     }
                 }
             }
-            self.store.delete_remote(name).await?;
+            self.ctx.remotes.delete_remote(name).await?;
             Ok(view)
         }
         .await;
-        self.record_result(
-            caller,
-            "remote.delete",
-            Target::default(),
-            &result,
-            |remote| {
-                format!(
-                    "deleted remote `{}`{}",
-                    remote.name,
-                    if purge {
-                        " and purged its artefacts"
-                    } else {
-                        ""
-                    }
-                )
-            },
-        )
-        .await;
+        self.ctx
+            .audit
+            .record_result(
+                caller,
+                "remote.delete",
+                Target::default(),
+                &result,
+                |remote| {
+                    format!(
+                        "deleted remote `{}`{}",
+                        remote.name,
+                        if purge {
+                            " and purged its artefacts"
+                        } else {
+                            ""
+                        }
+                    )
+                },
+            )
+            .await;
         result
     }
 
     /// `POST /remotes/{name}/sync`: one pass now.
     pub async fn sync_remote(&self, caller: &Caller, name: &str) -> Result<SyncSummary> {
         caller.require_admin()?;
-        let lock = self.federation.pass_lock(name);
+        let lock = self.pass_lock(name);
         let _guard = lock.lock().await;
         let record = self
-            .store
+            .ctx
+            .remotes
             .get_remote(name)
             .await?
             .ok_or_else(|| remote_not_found(name))?;
-        self.sync_pass(&record, None).await.map_err(|error| {
+        self.ctx.sync_pass(&record, None).await.map_err(|error| {
             Error::new(
                 StatusCode::BAD_GATEWAY,
                 "sync_failed",
@@ -313,7 +325,7 @@ impl Registry {
             last_sync_at: record.state.last_sync_at,
             last_success_at: record.state.last_success_at,
             last_error: record.state.last_error.clone(),
-            mirrored_artefacts: self.store.mirrored_by(&record.name).await?.len() as u64,
+            mirrored_artefacts: self.ctx.remotes.mirrored_by(&record.name).await?.len() as u64,
             created_at: config.created_at,
             pinned_keys: self.key_ring().await?.through(&record.name),
         })
