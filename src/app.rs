@@ -69,7 +69,7 @@ impl FromRef<AppState> for Arc<Federation> {
 
 /// Every route: the HTTP API and the web UI, with the shared middleware.
 pub fn router(state: AppState) -> Router {
-    crate::http::router()
+    let routes = crate::http::router()
         .merge(crate::ui::router())
         .fallback(crate::http::not_found)
         .method_not_allowed_fallback(crate::http::method_not_allowed)
@@ -80,8 +80,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::http::track::track,
         ))
-        .layer(crate::http::trace_layer())
-        .with_state(state)
+        .with_state(state);
+    crate::http::traced(routes)
 }
 
 /// Serves an opened registry.

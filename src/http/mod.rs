@@ -64,21 +64,18 @@ pub fn router() -> Router<AppState> {
         .route("/", get(ops::root))
 }
 
-/// One log line per request, with its status and latency.
-pub fn trace_layer() -> TraceLayer<
-    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
-    impl Fn(&Request<axum::body::Body>) -> Span + Clone,
-    (),
-    impl Fn(&Response<axum::body::Body>, Duration, &Span) + Clone,
-> {
-    TraceLayer::new_for_http()
-        .make_span_with(|request: &Request<axum::body::Body>| {
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
-        })
-        .on_request(())
-        .on_response(|response: &Response<axum::body::Body>, latency: Duration, _span: &Span| {
-            tracing::info!(status = response.status().as_u16(), latency_ms = latency.as_secs_f64() * 1e3, "served");
-        })
+/// `router` with one log line per request, with its status and latency.
+pub fn traced(router: Router) -> Router {
+    router.layer(
+        TraceLayer::new_for_http()
+            .make_span_with(|request: &Request<axum::body::Body>| {
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+            })
+            .on_request(())
+            .on_response(|response: &Response<axum::body::Body>, latency: Duration, _span: &Span| {
+                tracing::info!(status = response.status().as_u16(), latency_ms = latency.as_secs_f64() * 1e3, "served");
+            }),
+    )
 }
 
 pub async fn method_not_allowed() -> Error {
