@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use reliquary_client::types::{ErrorBody, FieldError};
 
+use crate::domain::refusal::{Refusal, RefusalKind};
 use crate::store::StoreError;
 
 #[derive(Debug)]
@@ -101,6 +102,16 @@ impl Error {
 
     pub fn artefact_not_found(id: &str) -> Self {
         Self::not_found("artefact_not_found", format!("No artefact `{id}` here."))
+    }
+}
+
+impl From<Refusal> for Error {
+    fn from(refusal: Refusal) -> Self {
+        let status = match refusal.kind {
+            RefusalKind::Conflict => StatusCode::CONFLICT,
+            RefusalKind::Invalid => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, refusal.code, refusal.message)
     }
 }
 

@@ -139,6 +139,50 @@ pub fn validate_category(category: &str) -> Result<(), String> {
     }
 }
 
+/// The scopes a key or a remote may carry, checked with the same rules as what they scope:
+/// `allowedPackageName` is a package name, `allowedCategory` a category, `allowedNamePrefix` the
+/// start of an id (so of the id alphabet). Returns every violation.
+pub fn validate_scopes(
+    package_name: Option<&str>,
+    name_prefix: Option<&str>,
+    category: Option<&str>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(Err(why)) = package_name.map(check_package_name) {
+        problems.push(format!("`allowedPackageName`: {why}"));
+    }
+    if let Some(prefix) = name_prefix {
+        let id_alphabet = prefix
+            .chars()
+            .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-' | '.' | '_' | '~' | '@' | '/'));
+        if prefix.is_empty() || prefix.len() > super::id::MAX_ID_LEN || !id_alphabet {
+            problems.push(format!(
+                "`allowedNamePrefix` `{}` is not the start of an id (lowercase a-z, 0-9 and - . _ ~ @ /)",
+                truncate_chars(prefix, 100).escape_debug()
+            ));
+        }
+    }
+    if let Some(Err(why)) = category.map(validate_category) {
+        problems.push(format!("`allowedCategory`: {why}"));
+    }
+    problems
+}
+
+/// A remote's name is also a path segment and a metrics label: a short slug.
+pub fn validate_remote_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_CHARS
+        && name
+            .chars()
+            .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-' | '_' | '.'))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err("a remote name has 1 to 64 of a-z 0-9 - _ . and does not start with `.`".into())
+    }
+}
+
 /// Names people give to keys, remotes and publishers, and registry names: 1 to 64 printable
 /// characters — no control characters, and none of the bidi controls that make a name read
 /// differently from what it is (CVE-2021-42574, "Trojan Source").
@@ -287,6 +331,17 @@ mod tests {
         );
         assert_eq!(d.licence.as_ref().unwrap().len(), MAX_LICENCE_CHARS);
         assert_eq!(validate_document(&d), Ok(()));
+    }
+
+    #[test]
+    fn scopes_follow_the_rules_of_what_they_scope() {
+        assert!(validate_scopes(Some("@acme/x"), Some("acme-"), Some("plugins")).is_empty());
+        assert_eq!(validate_scopes(Some("Bad Name"), None, None).len(), 1);
+        assert_eq!(validate_scopes(None, Some("ACME"), None).len(), 1);
+        assert_eq!(validate_scopes(None, None, Some("no spaces")).len(), 1);
+        assert_eq!(validate_remote_name("prod"), Ok(()));
+        assert!(validate_remote_name(".hidden").is_err());
+        assert!(validate_remote_name("Prod").is_err());
     }
 
     #[test]

@@ -3,8 +3,8 @@
 use reliquary_client::types::{Artefact, Kind, Slot, Timestamp};
 use semver::Version;
 
+use super::refusal::Refusal;
 use super::tarball::Manifest;
-use crate::error::Error;
 
 /// Everything about one upload that the rules look at.
 #[derive(Clone, Debug)]
@@ -29,20 +29,26 @@ pub enum Decision {
     Write,
 }
 
-/// The rules that need only the document and the requested kind, so they can be checked before
-/// a possibly large body is read: mirrored artefacts are read-only and the kind is fixed.
-pub fn check_writable(doc: &Artefact, kind: Kind) -> Result<(), Error> {
-    if let Some(origin) = &doc.origin {
-        return Err(Error::conflict(
+/// Mirrored artefacts are read-only here: every local write (upload, patch, rollback) asks this.
+pub fn check_local(doc: &Artefact) -> Result<(), Refusal> {
+    match &doc.origin {
+        Some(origin) => Err(Refusal::conflict(
             "artefact_mirrored",
             format!(
-                "`{}` is mirrored from registry `{}` through remote `{}` and is read-only here; publish to the origin instead.",
+                "`{}` is mirrored from registry `{}` through remote `{}` and is read-only here; change it at the origin instead.",
                 doc.id, origin.registry, origin.remote
             ),
-        ));
+        )),
+        None => Ok(()),
     }
+}
+
+/// The rules that need only the document and the requested kind, so they can be checked before
+/// a possibly large body is read: mirrored artefacts are read-only and the kind is fixed.
+pub fn check_writable(doc: &Artefact, kind: Kind) -> Result<(), Refusal> {
+    check_local(doc)?;
     if doc.kind != kind {
-        return Err(Error::conflict(
+        return Err(Refusal::conflict(
             "kind_mismatch",
             format!(
                 "`{}` is a {} artefact; an upload with kind={} cannot change that.",
@@ -54,13 +60,13 @@ pub fn check_writable(doc: &Artefact, kind: Kind) -> Result<(), Error> {
 }
 
 /// Applies the rules in order; `existing` is the current document, if any.
-pub fn decide(existing: Option<&Artefact>, intent: &UploadIntent<'_>) -> Result<Decision, Error> {
+pub fn decide(existing: Option<&Artefact>, intent: &UploadIntent<'_>) -> Result<Decision, Refusal> {
     let Some(doc) = existing else {
         return Ok(Decision::Write);
     };
     check_writable(doc, intent.kind)?;
     if doc.package_name != intent.manifest.name {
-        return Err(Error::conflict(
+        return Err(Refusal::conflict(
             "package_mismatch",
             format!(
                 "`{}` holds package `{}`, but this tarball's package.json names `{}`.",
@@ -82,7 +88,7 @@ pub fn decide(existing: Option<&Artefact>, intent: &UploadIntent<'_>) -> Result<
         // (`1.0.0+evil` is 1.0.0), so it cannot be a second identity for a release.
         let precedence = current.as_ref().map(|current| new.cmp_precedence(current));
         if precedence == Some(std::cmp::Ordering::Equal) {
-            return Err(Error::conflict(
+            return Err(Refusal::conflict(
                 "version_exists",
                 format!(
                     "Slot `{}` of `{}` already holds version {} with other bytes; bump the version (releases are immutable per version).",
@@ -91,7 +97,7 @@ pub fn decide(existing: Option<&Artefact>, intent: &UploadIntent<'_>) -> Result<
             ));
         }
         if precedence == Some(std::cmp::Ordering::Less) {
-            return Err(Error::conflict(
+            return Err(Refusal::conflict(
                 "version_not_newer",
                 format!(
                     "Slot `{}` of `{}` holds version {}; {} is not newer.",
@@ -179,7 +185,7 @@ mod tests {
         apply_upload(None, &i, slot, Timestamp::from_millis(0))
     }
 
-    fn code(result: Result<Decision, Error>) -> &'static str {
+    fn code(result: Result<Decision, Refusal>) -> &'static str {
         result.map(|_| "ok").unwrap_or_else(|e| e.code)
     }
 

@@ -15,7 +15,7 @@ use super::Federation;
 use crate::audit::Target;
 use crate::auth::Caller;
 use crate::domain::arch::validate_architecture;
-use crate::domain::document::validate_name;
+use crate::domain::document::{validate_name, validate_remote_name, validate_scopes};
 use crate::error::{Error, Result};
 use crate::store::{RemoteConfig, RemoteRecord, RemoteState};
 
@@ -367,17 +367,20 @@ fn trusted_keys(request: &PutRemote) -> Result<Vec<RegistryKeys>> {
 
 fn validate_remote(name: &str, request: &PutRemote) -> Result<()> {
     let mut problems = Vec::new();
-    let name_ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-' | '_' | '.'))
-        && !name.starts_with('.');
-    if !name_ok {
-        problems.push(
-            "a remote name has 1 to 64 of a-z 0-9 - _ . and does not start with `.`".to_owned(),
-        );
+    if let Err(why) = validate_remote_name(name) {
+        problems.push(why);
     }
+    problems.extend(validate_scopes(
+        None,
+        request
+            .allowed_name_prefix
+            .as_deref()
+            .filter(|s| !s.is_empty()),
+        request
+            .allowed_category
+            .as_deref()
+            .filter(|s| !s.is_empty()),
+    ));
     if !(request.url.starts_with("http://") || request.url.starts_with("https://")) {
         problems.push("`url` must be an http:// or https:// URL".into());
     }

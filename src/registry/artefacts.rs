@@ -13,7 +13,9 @@ use crate::audit::{Outcome, Target};
 use crate::auth::Caller;
 use crate::blobs::{BlobKey, BlobStream};
 use crate::domain::document::{bound_text_fields, validate_document};
-use crate::domain::rules::{apply_upload, check_writable, decide, Decision, UploadIntent};
+use crate::domain::rules::{
+    apply_upload, check_local, check_writable, decide, Decision, UploadIntent,
+};
 use crate::domain::tarball::Manifest;
 use crate::domain::visibility::Visibility;
 use crate::error::{Error, Result};
@@ -384,12 +386,7 @@ impl Registry {
                 .get(id, &Visibility::all())
                 .await?
                 .ok_or_else(|| Error::artefact_not_found(id))?;
-            if doc.origin.is_some() {
-                return Err(Error::conflict(
-                    "artefact_mirrored",
-                    format!("`{id}` is mirrored and read-only here; change it at its origin."),
-                ));
-            }
+            check_local(&doc)?;
             caller.require_content_scopes(&doc.package_name, doc.category.as_deref())?;
             if let Some(category) = &patch.category {
                 doc.category = Some(category.clone()).filter(|c| !c.is_empty());

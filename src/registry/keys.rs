@@ -5,7 +5,7 @@ use reliquary_client::types::{ApiKey, CreatedKey, NewKey, Role, Timestamp};
 use super::Registry;
 use crate::audit::Target;
 use crate::auth::Caller;
-use crate::domain::document::validate_name;
+use crate::domain::document::{validate_name, validate_scopes};
 use crate::error::{Error, Result};
 use crate::secrets::{generate_token, token_display_prefix, token_hash};
 use crate::store::{KeyRecord, StoreError};
@@ -131,6 +131,21 @@ fn validate_new_key(request: &NewKey) -> Result<()> {
     if request.expires_at.is_some_and(|at| at <= Timestamp::now()) {
         problems.push("`expiresAt` is in the past");
     }
+    let mut problems: Vec<String> = problems.into_iter().map(str::to_owned).collect();
+    problems.extend(validate_scopes(
+        request
+            .allowed_package_name
+            .as_deref()
+            .filter(|s| !s.is_empty()),
+        request
+            .allowed_name_prefix
+            .as_deref()
+            .filter(|s| !s.is_empty()),
+        request
+            .allowed_category
+            .as_deref()
+            .filter(|s| !s.is_empty()),
+    ));
     if problems.is_empty() {
         Ok(())
     } else {
