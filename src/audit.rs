@@ -4,11 +4,11 @@
 //! (413, 422) are recorded. 401s are not: an unauthenticated caller is noise, not an actor.
 
 use axum::http::StatusCode;
-use reliquary_client::types::Timestamp;
 
 use std::sync::Arc;
 
 use crate::auth::Caller;
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::store::{AuditRecord, AuditStore};
 
@@ -70,11 +70,12 @@ impl<'a> Target<'a> {
 #[derive(Clone)]
 pub struct AuditLog {
     store: Arc<dyn AuditStore>,
+    clock: Arc<dyn Clock>,
 }
 
 impl AuditLog {
-    pub fn new(store: Arc<dyn AuditStore>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn AuditStore>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock }
     }
 
     /// Appends one entry. A failure to audit is logged, not turned into a failed request: the
@@ -88,7 +89,7 @@ impl AuditLog {
         detail: impl Into<String>,
     ) {
         let record = AuditRecord {
-            at: Timestamp::now(),
+            at: self.clock.now(),
             action: action.to_owned(),
             outcome: outcome.as_str().to_owned(),
             key_id: caller.key().map(|k| k.id.clone()),
@@ -132,7 +133,7 @@ impl AuditLog {
         detail: String,
     ) {
         let record = AuditRecord {
-            at: Timestamp::now(),
+            at: self.clock.now(),
             action: action.to_owned(),
             outcome: outcome.as_str().to_owned(),
             key_id: None,

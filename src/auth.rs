@@ -26,6 +26,7 @@ pub async fn authenticate(
     store: &dyn MetadataStore,
     token: Option<&str>,
     bootstrap_hash: Option<&str>,
+    now: Timestamp,
 ) -> Result<Caller> {
     let Some(token) = token else {
         return Ok(Caller::default());
@@ -36,16 +37,19 @@ pub async fn authenticate(
             "That is not a Reliquary token (they start with `rlq_`).",
         ));
     }
-    authenticate_hash(store, &hash).await
+    authenticate_hash(store, &hash, now).await
 }
 
 /// Resolves the sha256 of a token (as a UI session keeps it) to its key, with the same checks.
-pub async fn authenticate_hash(store: &dyn MetadataStore, hash: &str) -> Result<Caller> {
+pub async fn authenticate_hash(
+    store: &dyn MetadataStore,
+    hash: &str,
+    now: Timestamp,
+) -> Result<Caller> {
     let key = store
         .key_by_token_hash(hash)
         .await?
         .ok_or_else(|| Error::unauthorized("Unknown token."))?;
-    let now = Timestamp::now();
     if key.revoked_at.is_some() {
         return Err(Error::unauthorized(format!(
             "Key `{}` has been revoked.",

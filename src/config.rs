@@ -150,6 +150,8 @@ pub struct Config {
     pub peer_timeout: Duration,
     /// Bytes of streamed response chunks all connections together may hold in memory.
     pub response_memory_budget: u64,
+    /// Where "now" comes from (tests drive a manual clock).
+    pub clock: std::sync::Arc<dyn crate::clock::Clock>,
 }
 
 impl Config {
@@ -173,6 +175,7 @@ impl Config {
             send_timeout: Duration::from_secs(60),
             peer_timeout: Duration::from_secs(30),
             response_memory_budget: 128 << 20,
+            clock: crate::clock::system(),
         }
     }
 

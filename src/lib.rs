@@ -14,6 +14,7 @@ pub mod auth;
 pub mod blobs;
 pub mod changes;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod edge;

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::AuditLog;
 use crate::blobs::Blobs;
 use crate::changes::ChangeFeed;
+use crate::clock::Clock;
 use crate::domain::tarball::Limits;
 use crate::metrics::Metrics;
 use crate::signing::Signer;
@@ -50,6 +51,7 @@ pub struct SyncContext {
     pub tarball_limits: Limits,
     /// Connect, header and idle-body timeout of every request to a peer.
     pub peer_timeout: Duration,
+    pub clock: Arc<dyn Clock>,
 }
 
 /// The federation service: remotes, their pinned keys, and the running sync workers.

@@ -150,7 +150,7 @@ impl SyncContext {
                 break Ok(());
             }
         };
-        let now = Timestamp::now();
+        let now = self.clock.now();
         state.last_sync_at = Some(now);
         self.metrics
             .sync_pass(&remote.name, &summary, &state, outcome.is_ok());
@@ -344,7 +344,7 @@ impl SyncContext {
             origin: Some(Origin {
                 registry: origin_registry,
                 remote: remote.name.clone(),
-                synced_at: Timestamp::now(),
+                synced_at: self.clock.now(),
             }),
             ..doc
         };

@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use reliquary_client::jws::TrustedKeys;
-use reliquary_client::types::{
-    Jwk, PutRemote, RegistryKeys, Remote, SyncSummary, Timestamp, WellKnown,
-};
+use reliquary_client::types::{Jwk, PutRemote, RegistryKeys, Remote, SyncSummary, WellKnown};
 use reliquary_client::Client;
 
 use super::keyring::KeyRing;
@@ -98,7 +96,7 @@ impl Federation {
             trusted,
             created_at: existing
                 .as_ref()
-                .map_or_else(Timestamp::now, |e| e.config.created_at),
+                .map_or_else(|| self.ctx.clock.now(), |e| e.config.created_at),
         };
         let created = self
             .ctx

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::Stream;
-use reliquary_client::types::{Artefact, BrowsePage, ChangePage, Slot, Timestamp, Tombstone};
+use reliquary_client::types::{Artefact, BrowsePage, ChangePage, Slot, Tombstone};
 
 use super::documents::Served;
 use super::{ArtefactPatch, Registry, UploadRequest, Uploaded, CAS_ATTEMPTS};
@@ -268,7 +268,7 @@ impl Registry {
                 };
                 promoted = true;
             }
-            let now = Timestamp::now();
+            let now = self.clock.now();
             let version = received.manifest.version.to_string();
             let signature = self.signer.sign_slot(SlotFacts {
                 id: &request.id,
@@ -396,7 +396,7 @@ impl Registry {
                 doc.description = Some(description.clone()).filter(|d| !d.is_empty());
                 bound_text_fields(&mut doc);
             }
-            doc.updated_at = Timestamp::now();
+            doc.updated_at = self.clock.now();
             let expected = doc.revision;
             match self.store.put(doc, Some(expected)).await {
                 Ok(doc) => {
@@ -485,7 +485,7 @@ impl Registry {
                     format!("`{id}` has no `{architecture}` slot."),
                 ));
             }
-            let now = Timestamp::now();
+            let now = self.clock.now();
             doc.updated_at = now;
             doc.data_updated_at = now;
             let expected = doc.revision;

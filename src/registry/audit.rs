@@ -38,7 +38,7 @@ impl Registry {
             return Ok(0);
         }
         let cutoff = Timestamp::from_millis(
-            Timestamp::now().millis() - i64::from(self.audit_retention_days) * 86_400_000,
+            self.clock.now().millis() - i64::from(self.audit_retention_days) * 86_400_000,
         );
         Ok(self.store.prune_audit(cutoff).await?)
     }

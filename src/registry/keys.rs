@@ -29,7 +29,7 @@ impl Registry {
 
     async fn create_key_inner(&self, caller: &Caller, request: NewKey) -> Result<CreatedKey> {
         caller.require_admin()?;
-        validate_new_key(&request)?;
+        validate_new_key(&request, self.clock.now())?;
         let token = generate_token();
         let key = ApiKey {
             id: uuid::Uuid::new_v4().to_string(),
@@ -39,7 +39,7 @@ impl Registry {
             allowed_package_name: request.allowed_package_name,
             allowed_name_prefix: request.allowed_name_prefix,
             allowed_category: request.allowed_category,
-            created_at: Timestamp::now(),
+            created_at: self.clock.now(),
             expires_at: request.expires_at,
             last_used_at: None,
             revoked_at: None,
@@ -62,7 +62,7 @@ impl Registry {
         let result = async {
             caller.require_admin()?;
             self.refuse_revoking_the_last_admin(id).await?;
-            match self.store.revoke_key(id, Timestamp::now()).await {
+            match self.store.revoke_key(id, self.clock.now()).await {
                 Err(StoreError::NotFound) => Err(Error::not_found(
                     "key_not_found",
                     format!("No key with id `{id}`."),
@@ -84,7 +84,7 @@ impl Registry {
     /// No lockout: an admin key may be revoked only while another admin key stays usable and
     /// does not expire (one that will expire would only postpone the lockout).
     async fn refuse_revoking_the_last_admin(&self, id: &str) -> Result<()> {
-        let now = Timestamp::now();
+        let now = self.clock.now();
         let keys = self.store.list_keys().await?;
         let usable = |k: &&ApiKey| {
             k.role == Role::Admin
@@ -106,7 +106,7 @@ impl Registry {
     }
 }
 
-fn validate_new_key(request: &NewKey) -> Result<()> {
+fn validate_new_key(request: &NewKey, now: Timestamp) -> Result<()> {
     let mut problems = Vec::new();
     if validate_name(&request.name).is_err() {
         problems
@@ -128,7 +128,7 @@ fn validate_new_key(request: &NewKey) -> Result<()> {
     if empty_scope {
         problems.push("a scope, when given, must not be empty");
     }
-    if request.expires_at.is_some_and(|at| at <= Timestamp::now()) {
+    if request.expires_at.is_some_and(|at| at <= now) {
         problems.push("`expiresAt` is in the past");
     }
     let mut problems: Vec<String> = problems.into_iter().map(str::to_owned).collect();

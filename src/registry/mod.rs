@@ -10,6 +10,7 @@ use crate::audit::AuditLog;
 use crate::auth::{self, Caller};
 use crate::blobs::Blobs;
 use crate::changes::ChangeFeed;
+use crate::clock::Clock;
 use crate::config::{AnonymousRead, Config};
 use crate::domain::tarball::Limits;
 use crate::error::Result;
@@ -40,6 +41,7 @@ pub struct Registry {
     pub audit_retention_days: u32,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub audit: AuditLog,
+    pub clock: Arc<dyn Clock>,
     /// The latest committed seq, for long-polling change feeds.
     pub changes: Arc<ChangeFeed>,
     /// Hot documents, encoded (validated by revision on every read).
@@ -81,7 +83,8 @@ impl Registry {
         config: &Config,
     ) -> Self {
         Self {
-            audit: AuditLog::new(store.clone()),
+            audit: AuditLog::new(store.clone(), config.clock.clone()),
+            clock: config.clock.clone(),
             store,
             blobs,
             signer,
@@ -107,6 +110,7 @@ impl Registry {
             self.store.as_ref(),
             token,
             self.bootstrap_token_hash.as_deref(),
+            self.clock.now(),
         )
         .await
     }

@@ -119,11 +119,13 @@ impl FromRequestParts<AppState> for Visitor {
         let session = session_id.and_then(|id| state.sessions.get(&id).map(|s| (id, s)));
         let caller = match &session {
             // A revoked or expired key ends its sessions too: the visitor is anonymous again.
-            Some((_, s)) => {
-                crate::auth::authenticate_hash(state.registry.store.as_ref(), &s.token_sha256)
-                    .await
-                    .unwrap_or_default()
-            }
+            Some((_, s)) => crate::auth::authenticate_hash(
+                state.registry.store.as_ref(),
+                &s.token_sha256,
+                state.registry.clock.now(),
+            )
+            .await
+            .unwrap_or_default(),
             None => Caller::default(),
         };
         let session = session.filter(|_| caller.key.is_some());

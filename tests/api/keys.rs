@@ -360,8 +360,14 @@ async fn publish_scopes_are_enforced_and_named_in_the_denial() {
 
 #[tokio::test]
 async fn expired_and_revoked_keys_are_401_and_revoked_ones_stay_listed() {
-    let server = TestServer::start().await;
-    let past = Timestamp::from_millis(Timestamp::now().millis() - 1000);
+    let clock = reliquary::clock::ManualClock::starting_now();
+    let server = TestServer::start_with({
+        let clock = clock.clone();
+        move |c| c.clock = clock
+    })
+    .await;
+    let now = || reliquary::clock::Clock::now(clock.as_ref());
+    let past = Timestamp::from_millis(now().millis() - 1000);
     let refused = server
         .admin_post("/keys")
         .json(&json!({"name": "old", "role": "read", "expiresAt": past}))
@@ -384,7 +390,7 @@ async fn expired_and_revoked_keys_are_401_and_revoked_ones_stay_listed() {
         .unwrap();
     expect_error(bad_role, 400, "invalid_json").await;
 
-    let soon = Timestamp::from_millis(Timestamp::now().millis() + 800);
+    let soon = Timestamp::from_millis(now().millis() + 3_600_000);
     let expiring = create_key(
         &server,
         json!({"name": "short", "role": "read", "expiresAt": soon}),
@@ -398,7 +404,8 @@ async fn expired_and_revoked_keys_are_401_and_revoked_ones_stay_listed() {
             .send()
     };
     assert_eq!(read(expiring.token.clone()).await.unwrap().status(), 200);
-    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    // An hour and a second later by the registry's clock; no test sleeps past a deadline.
+    clock.advance(std::time::Duration::from_secs(3601));
     expect_error(read(expiring.token).await.unwrap(), 401, "unauthorized").await;
 
     let revoked = create_key(&server, json!({"name": "leaked", "role": "read"})).await;

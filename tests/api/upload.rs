@@ -140,11 +140,16 @@ async fn branches_take_any_version_but_kind_and_package_are_fixed() {
 
 #[tokio::test]
 async fn per_arch_slots_are_independent_and_data_updated_at_tracks_bytes() {
-    let server = TestServer::start().await;
+    let clock = reliquary::clock::ManualClock::starting_now();
+    let server = TestServer::start_with({
+        let clock = clock.clone();
+        move |c| c.clock = clock
+    })
+    .await;
     let first = server
         .upload_ok("acme@1", "", npm_tarball_with("acme", "1.0.0", b"n"), 201)
         .await;
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    clock.advance(std::time::Duration::from_millis(5));
     let x64 = server
         .upload_ok(
             "acme@1",
