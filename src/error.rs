@@ -123,6 +123,10 @@ impl From<StoreError> for Error {
                 "revision_mismatch",
                 "The record changed while this request was in flight; retry it.",
             ),
+            StoreError::BadCursor => Self::bad_request(
+                "invalid_cursor",
+                "That cursor was not issued by this registry; start again without one.",
+            ),
             StoreError::Duplicate(what) => {
                 Self::conflict("already_exists", format!("{what} already exists."))
             }

@@ -22,6 +22,9 @@ pub enum StoreError {
     RevisionMismatch,
     #[error("{0} already exists")]
     Duplicate(String),
+    /// A paging cursor this store did not issue.
+    #[error("invalid cursor")]
+    BadCursor,
     /// The store cannot be reached; the operation changed nothing.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -30,6 +33,35 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+// What every backend computes the same way, written once.
+
+/// Refuses a database that a newer binary has migrated past what this one knows.
+pub(crate) fn check_schema_not_newer(current: i64, known: i64) -> StoreResult<()> {
+    if current > known {
+        return Err(StoreError::Other(format!(
+            "the database is at schema version {current}, newer than this binary's {known}; upgrade reliquary"
+        )));
+    }
+    Ok(())
+}
+
+/// The revision a write gives a document: one past the live one's, or — for a re-created
+/// artefact — one past its tombstone's, so that `(id, revision)` never names two documents.
+pub(crate) fn next_revision(expected: Option<i64>, tombstone_revision: Option<i64>) -> i64 {
+    expected.or(tombstone_revision).unwrap_or(0) + 1
+}
+
+/// A change-feed page from `limit + 1` rows in seq order: the extra row only says more follow.
+pub(crate) fn page_of(mut items: Vec<Change>, limit: usize, last_seq: i64) -> Changes {
+    let has_more = items.len() > limit;
+    items.truncate(limit);
+    Changes {
+        items,
+        last_seq,
+        has_more,
+    }
+}
 
 /// What browse-mode `q` searches: id, package name and description, lowercased. Both backends
 /// store it beside the document so a search is one indexed-column match.

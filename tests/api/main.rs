@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod binary;
+mod blob_conformance;
 mod client;
 mod common;
 mod conformance;

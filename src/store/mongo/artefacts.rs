@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::{from_bson_doc, map_err, to_bson_doc, MongoStore};
 use crate::domain::visibility::Visibility;
+use crate::store::{next_revision, page_of};
 use crate::store::{search_text, ArtefactStore, BrowseQuery, Changes, StoreError, StoreResult};
 
 /// A claim older than this belongs to a writer that died; the feed stops waiting for it.
@@ -200,17 +201,16 @@ impl MongoStore {
         seq: i64,
     ) -> StoreResult<Artefact> {
         let artefacts = self.collection("artefacts");
-        let base = match expected {
-            Some(revision) => revision,
+        let tombstone = match expected {
+            Some(_) => None,
             None => self
                 .collection("tombstones")
                 .find_one(doc! {"_id": &doc.id})
                 .await
                 .map_err(map_err)?
-                .and_then(|t| t.get_i64("revision").ok())
-                .unwrap_or(0),
+                .and_then(|t| t.get_i64("revision").ok()),
         };
-        doc.revision = base + 1;
+        doc.revision = next_revision(expected, tombstone);
         doc.seq = seq;
         let fields = doc! {
             "kind": doc.kind.as_str(),
@@ -323,9 +323,10 @@ impl ArtefactStore for MongoStore {
             let tombstone = Tombstone {
                 id: id.to_owned(),
                 deleted: true,
+                // A record without a kind is damaged: never guess "release" for it.
                 kind: current
                     .get_str("kind")
-                    .unwrap_or("release")
+                    .map_err(|_| StoreError::Other(format!("artefact record `{id}` has no kind")))?
                     .parse()
                     .map_err(StoreError::Other)?,
                 seq,
@@ -433,13 +434,7 @@ impl ArtefactStore for MongoStore {
             )
             .collect::<StoreResult<Vec<_>>>()?;
         items.sort_by_key(Change::seq);
-        let has_more = items.len() > limit;
-        items.truncate(limit);
-        Ok(Changes {
-            items,
-            last_seq: horizon,
-            has_more,
-        })
+        Ok(page_of(items, limit, horizon))
     }
 
     async fn referenced_blobs(&self) -> StoreResult<Vec<String>> {
@@ -451,16 +446,20 @@ impl ArtefactStore for MongoStore {
             .map_err(map_err)?;
         let records: Vec<Document> = cursor.try_collect().await.map_err(map_err)?;
         let mut digests = std::collections::BTreeSet::new();
+        // A record that cannot be read is an error, never skipped: `gc` would otherwise
+        // collect the blobs it references (SQLite fails the same way).
+        let malformed = |what: &str| StoreError::Other(format!("an artefact record {what}"));
         for record in records {
-            if let Ok(tarballs) = record
+            let tarballs = record
                 .get_document("doc")
                 .and_then(|d| d.get_document("tarballs"))
-            {
-                for slot in tarballs.values().filter_map(Bson::as_document) {
-                    if let Ok(sha) = slot.get_str("sha256") {
-                        digests.insert(sha.to_owned());
-                    }
-                }
+                .map_err(|_| malformed("has no readable `tarballs`"))?;
+            for slot in tarballs.values() {
+                let sha = slot
+                    .as_document()
+                    .and_then(|slot| slot.get_str("sha256").ok())
+                    .ok_or_else(|| malformed("has a slot without a `sha256`"))?;
+                digests.insert(sha.to_owned());
             }
         }
         Ok(digests.into_iter().collect())

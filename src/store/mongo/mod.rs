@@ -8,6 +8,7 @@
 //! change feed never reads past the oldest of them (see [`artefacts`]).
 
 mod artefacts;
+mod audit;
 mod keys;
 mod remotes;
 
@@ -19,7 +20,7 @@ use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::Deserialize;
 
-use super::{StoreError, StoreResult};
+use super::{check_schema_not_newer, StoreError, StoreResult};
 use reliquary_client::types::Timestamp;
 
 /// Index migrations, declared in `migrations/mongodb/`, applied in order and recorded once.
@@ -95,12 +96,7 @@ impl MongoStore {
             docs.iter().filter_map(|d| d.get_i64("_id").ok()).collect()
         };
         let current = applied_versions.iter().copied().max().unwrap_or(0);
-        let known = MIGRATIONS.last().map_or(0, |m| m.0);
-        if current > known {
-            return Err(StoreError::Other(format!(
-                "the database is at schema version {current}, newer than this binary's {known}; upgrade reliquary"
-            )));
-        }
+        check_schema_not_newer(current, MIGRATIONS.last().map_or(0, |m| m.0))?;
         let mut applied = Vec::new();
         for (version, name, spec) in MIGRATIONS.iter().filter(|m| m.0 > current) {
             let migration: IndexMigration = serde_json::from_str(spec).map_err(|e| {
