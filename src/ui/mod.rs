@@ -3,6 +3,8 @@
 //! apply exactly as they do there. Static assets come from `ui/static`, also compiled in: the UI
 //! works air-gapped.
 
+mod admin;
+mod login;
 mod pages;
 pub mod session;
 pub mod views;
@@ -28,13 +30,13 @@ pub fn router() -> Router<AppState> {
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
         .route("/ui/", get(pages::list))
         .route("/ui/artefacts/{id}", get(pages::artefact))
-        .route("/ui/remotes", get(pages::remotes))
-        .route("/ui/remotes/{name}/sync", post(pages::sync_remote))
-        .route("/ui/keys", get(pages::keys).post(pages::create_key))
-        .route("/ui/keys/{id}/revoke", post(pages::revoke_key))
-        .route("/ui/audit", get(pages::audit))
-        .route("/ui/login", get(pages::login_form).post(pages::login))
-        .route("/ui/logout", post(pages::logout))
+        .route("/ui/remotes", get(admin::remotes))
+        .route("/ui/remotes/{name}/sync", post(admin::sync_remote))
+        .route("/ui/keys", get(admin::keys).post(admin::create_key))
+        .route("/ui/keys/{id}/revoke", post(admin::revoke_key))
+        .route("/ui/audit", get(admin::audit))
+        .route("/ui/login", get(login::login_form).post(login::login))
+        .route("/ui/logout", post(login::logout))
         .route(
             "/ui/static/style.css",
             get(|| static_asset("text/css", include_str!("../../ui/static/style.css"))),

@@ -1,16 +1,13 @@
-//! The page handlers and their templates.
+//! The page helpers every page shares, and the public pages: the artefact list and one
+//! artefact. Admin pages are in `admin`, logging in in `login`.
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::Form;
-use reliquary_client::types::{Artefact, NewKey, Origin, Role, Timestamp};
+use reliquary_client::types::{Artefact, Origin, Timestamp};
 use serde::Deserialize;
 
-use super::session::Sessions;
-use super::views::{self, ArtefactRow, AuditRow, KeyRow, RemoteRow, SlotView};
+use super::views::{self, ArtefactRow, SlotView};
 use super::{Page, Visitor};
 use crate::app::AppState;
 use crate::domain::id::validate_id;
@@ -18,7 +15,7 @@ use crate::registry::{decode_cursor, DEFAULT_PAGE};
 use crate::store::BrowseQuery;
 use reliquary_client::jws::verify_slot;
 
-type PageResult = Result<Page, Page>;
+pub(super) type PageResult = Result<Page, Page>;
 
 /// One word for a POSIX shell, whatever it holds: every value in a copyable snippet goes
 /// through this (the Host header and stored names are not ours to trust).
@@ -38,7 +35,7 @@ pub struct Nav {
     pub csrf: String,
 }
 
-fn nav(state: &AppState, visitor: &Visitor, section: &'static str) -> Nav {
+pub(super) fn nav(state: &AppState, visitor: &Visitor, section: &'static str) -> Nav {
     Nav {
         registry: state.registry.signer.registry().to_owned(),
         section,
@@ -50,7 +47,7 @@ fn nav(state: &AppState, visitor: &Visitor, section: &'static str) -> Nav {
     }
 }
 
-fn render(template: &impl Template) -> PageResult {
+pub(super) fn render(template: &impl Template) -> PageResult {
     template
         .render()
         .map(Page::html)
@@ -58,7 +55,7 @@ fn render(template: &impl Template) -> PageResult {
 }
 
 /// Admin pages send everyone else to the login form.
-fn require_admin(visitor: &Visitor, here: &str) -> Result<(), Page> {
+pub(super) fn require_admin(visitor: &Visitor, here: &str) -> Result<(), Page> {
     if visitor.caller.is_admin() {
         Ok(())
     } else {
@@ -258,344 +255,6 @@ pub async fn artefact(
     })
 }
 
-#[derive(Template)]
-#[template(path = "remotes.html")]
-struct RemotesPage {
-    nav: Nav,
-    remotes: Vec<RemoteRow>,
-    flash: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-pub struct FlashQuery {
-    flash: Option<String>,
-}
-
-/// `/ui/remotes`: federation health.
-pub async fn remotes(
-    State(state): State<AppState>,
-    visitor: Visitor,
-    Query(query): Query<FlashQuery>,
-) -> PageResult {
-    require_admin(&visitor, "/ui/remotes")?;
-    let now = Timestamp::now();
-    let remotes = state.federation.list_remotes(&visitor.caller).await?;
-    render(&RemotesPage {
-        nav: nav(&state, &visitor, "remotes"),
-        remotes: remotes.iter().map(|r| RemoteRow::of(r, now)).collect(),
-        flash: query.flash,
-    })
-}
-
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
-}
-
-/// "Sync now".
-pub async fn sync_remote(
-    State(state): State<AppState>,
-    visitor: Visitor,
-    Path(name): Path<String>,
-    Form(form): Form<CsrfForm>,
-) -> PageResult {
-    visitor.check_csrf(&form.csrf)?;
-    let message = match state.federation.sync_remote(&visitor.caller, &name).await {
-        Ok(s) => format!(
-            "{name}: mirrored {}, deleted {}, conflicts {}, skipped {}",
-            s.mirrored, s.deleted, s.conflicts, s.skipped
-        ),
-        Err(error) => format!("{name}: {}", error.message),
-    };
-    let q = form_urlencoded::Serializer::new(String::new())
-        .append_pair("flash", &message)
-        .finish();
-    Ok(Page::redirect(&format!("/ui/remotes?{q}")))
-}
-
-#[derive(Template)]
-#[template(path = "keys.html")]
-struct KeysPage {
-    nav: Nav,
-    keys: Vec<KeyRow>,
-    created: Option<String>,
-    error: Option<String>,
-}
-
-async fn keys_page(
-    state: &AppState,
-    visitor: &Visitor,
-    created: Option<String>,
-    error: Option<String>,
-) -> PageResult {
-    let now = Timestamp::now();
-    let keys = state.registry.list_keys(&visitor.caller).await?;
-    render(&KeysPage {
-        nav: nav(state, visitor, "keys"),
-        keys: keys.iter().map(|k| KeyRow::of(k, now)).collect(),
-        created,
-        error,
-    })
-}
-
-/// `/ui/keys`.
-pub async fn keys(State(state): State<AppState>, visitor: Visitor) -> PageResult {
-    require_admin(&visitor, "/ui/keys")?;
-    keys_page(&state, &visitor, None, None).await
-}
-
-#[derive(Deserialize)]
-pub struct CreateKeyForm {
-    #[serde(default)]
-    csrf: String,
-    name: String,
-    role: Role,
-    #[serde(default)]
-    allowed_package_name: String,
-    #[serde(default)]
-    allowed_name_prefix: String,
-    #[serde(default)]
-    allowed_category: String,
-}
-
-/// Creates a key and shows its token, once.
-pub async fn create_key(
-    State(state): State<AppState>,
-    visitor: Visitor,
-    Form(form): Form<CreateKeyForm>,
-) -> PageResult {
-    require_admin(&visitor, "/ui/keys")?;
-    visitor.check_csrf(&form.csrf)?;
-    let optional = |value: String| Some(value.trim().to_owned()).filter(|v| !v.is_empty());
-    let request = NewKey {
-        name: form.name,
-        role: form.role,
-        allowed_package_name: optional(form.allowed_package_name),
-        allowed_name_prefix: optional(form.allowed_name_prefix),
-        allowed_category: optional(form.allowed_category),
-        expires_at: None,
-    };
-    match state.registry.create_key(&visitor.caller, request).await {
-        Ok(created) => {
-            let mut page = keys_page(&state, &visitor, Some(created.token), None)
-                .await?
-                .into_response();
-            // The token is on this page only: never cache it.
-            page.headers_mut().insert(
-                axum::http::header::CACHE_CONTROL,
-                "no-store".parse().expect("valid"),
-            );
-            Ok(Page::with_response(page))
-        }
-        Err(error) => keys_page(&state, &visitor, None, Some(error.message)).await,
-    }
-}
-
-/// Revokes a key.
-pub async fn revoke_key(
-    State(state): State<AppState>,
-    visitor: Visitor,
-    Path(id): Path<String>,
-    Form(form): Form<CsrfForm>,
-) -> PageResult {
-    require_admin(&visitor, "/ui/keys")?;
-    visitor.check_csrf(&form.csrf)?;
-    state.registry.revoke_key(&visitor.caller, &id).await?;
-    Ok(Page::redirect("/ui/keys"))
-}
-
-#[derive(Template)]
-#[template(path = "audit.html")]
-struct AuditPage {
-    nav: Nav,
-    action: String,
-    known_actions: &'static [&'static str],
-    entries: Vec<AuditRow>,
-    next_page: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-pub struct AuditQuery {
-    #[serde(default)]
-    action: String,
-    cursor: Option<String>,
-}
-
-const KNOWN_ACTIONS: &[&str] = &[
-    "artefact.upload",
-    "artefact.upload_denied",
-    "artefact.upload_conflict",
-    "artefact.upload_invalid",
-    "artefact.patch",
-    "artefact.delete",
-    "artefact.import",
-    "key.create",
-    "key.revoke",
-    "remote.put",
-    "remote.delete",
-    "sync.mirror",
-    "sync.delete",
-    "sync.conflict",
-    "sync.error",
-];
-
-/// `/ui/audit`.
-pub async fn audit(
-    State(state): State<AppState>,
-    visitor: Visitor,
-    Query(query): Query<AuditQuery>,
-) -> PageResult {
-    require_admin(&visitor, "/ui/audit")?;
-    let action = Some(query.action.clone()).filter(|a| !a.is_empty());
-    let page = state
-        .registry
-        .audit_log(&visitor.caller, action, query.cursor, DEFAULT_PAGE)
-        .await?;
-    let next_page = page.next_cursor.map(|cursor| {
-        let q = form_urlencoded::Serializer::new(String::new())
-            .append_pair("action", &query.action)
-            .append_pair("cursor", &cursor)
-            .finish();
-        format!("/ui/audit?{q}")
-    });
-    render(&AuditPage {
-        nav: nav(&state, &visitor, "audit"),
-        action: query.action,
-        known_actions: KNOWN_ACTIONS,
-        entries: page.items.iter().map(AuditRow::of).collect(),
-        next_page,
-    })
-}
-
-#[derive(Template)]
-#[template(path = "login.html")]
-struct LoginPage {
-    nav: Nav,
-    reason: String,
-    error: Option<String>,
-    next: String,
-}
-
-#[derive(Deserialize, Default)]
-pub struct NextQuery {
-    next: Option<String>,
-}
-
-/// Only local paths under `/ui/` are followed after logging in (no open redirects).
-fn safe_next(next: Option<&str>) -> String {
-    next.filter(|n| n.starts_with("/ui/") && !n.starts_with("//") && !n.contains('\\'))
-        .unwrap_or("/ui/")
-        .to_owned()
-}
-
-pub async fn login_form(
-    State(state): State<AppState>,
-    visitor: Visitor,
-    Query(query): Query<NextQuery>,
-) -> PageResult {
-    render(&LoginPage {
-        nav: nav(&state, &visitor, ""),
-        reason: "Admin pages and branch artefacts need a token.".into(),
-        error: None,
-        next: safe_next(query.next.as_deref()),
-    })
-}
-
-#[derive(Deserialize)]
-pub struct LoginForm {
-    token: String,
-    next: Option<String>,
-}
-
-/// Whether a browser says this request came from another site: an `Origin` whose host is not
-/// the one addressed, or `Sec-Fetch-Site: cross-site` (login CSRF plants the attacker's
-/// session in the victim's browser). Requests without either header are not from a browser
-/// form on another site.
-fn is_cross_origin(headers: &HeaderMap) -> bool {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if text("sec-fetch-site") == Some("cross-site") {
-        return true;
-    }
-    match (text("origin"), text("host")) {
-        (Some(origin), Some(host)) => {
-            let origin_host = origin
-                .split_once("://")
-                .map_or(origin, |(_, rest)| rest)
-                .trim_end_matches('/');
-            !origin_host.eq_ignore_ascii_case(host)
-        }
-        (Some(_), None) => true,
-        (None, _) => false,
-    }
-}
-
-/// Checks the token once and starts a session; the cookie never holds the token.
-pub async fn login(
-    State(state): State<AppState>,
-    visitor: Visitor,
-    headers: HeaderMap,
-    Form(form): Form<LoginForm>,
-) -> PageResult {
-    if is_cross_origin(&headers) {
-        return Err(Page::error(
-            StatusCode::FORBIDDEN,
-            "Cross-site login refused",
-            "This login form was posted from another site. Open the registry's own /ui/login page and sign in there.",
-        ));
-    }
-    let next = safe_next(form.next.as_deref());
-    match state.registry.authenticate(Some(form.token.trim())).await {
-        Ok(caller) if caller.key.is_some() => {
-            let id = state
-                .sessions
-                .create(crate::secrets::token_hash(form.token.trim()));
-            let secure = headers
-                .get("x-forwarded-proto")
-                .is_some_and(|p| p == "https");
-            let mut response = Page::redirect(&next).into_response();
-            response.headers_mut().insert(
-                SET_COOKIE,
-                Sessions::cookie(Some(&id), secure)
-                    .parse()
-                    .expect("valid cookie"),
-            );
-            Ok(Page::with_response(response))
-        }
-        _ => {
-            let page = LoginPage {
-                nav: nav(&state, &visitor, ""),
-                reason: "Admin pages and branch artefacts need a token.".into(),
-                error: Some("That token is not valid here (unknown, revoked or expired).".into()),
-                next,
-            };
-            let body = page
-                .render()
-                .map_err(|e| Page::from(crate::error::Error::internal(e)))?;
-            Ok(Page::with_response(
-                (StatusCode::UNAUTHORIZED, axum::response::Html(body)).into_response(),
-            ))
-        }
-    }
-}
-
-pub async fn logout(
-    State(state): State<AppState>,
-    visitor: Visitor,
-    Form(form): Form<CsrfForm>,
-) -> PageResult {
-    visitor.check_csrf(&form.csrf)?;
-    if let Some((id, _)) = &visitor.session {
-        state.sessions.remove(id);
-    }
-    let mut response = Page::redirect("/ui/").into_response();
-    response.headers_mut().insert(
-        SET_COOKIE,
-        Sessions::cookie(None, false).parse().expect("valid cookie"),
-    );
-    Ok(Page::with_response(response))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -660,13 +319,5 @@ mod tests {
             !html.contains("<script>x</script>") && !html.contains("<img src=x"),
             "{html}"
         );
-    }
-
-    #[test]
-    fn only_local_ui_paths_are_followed_after_login() {
-        assert_eq!(safe_next(Some("/ui/keys")), "/ui/keys");
-        assert_eq!(safe_next(Some("https://evil.example")), "/ui/");
-        assert_eq!(safe_next(Some("//evil.example/ui/")), "/ui/");
-        assert_eq!(safe_next(None), "/ui/");
     }
 }

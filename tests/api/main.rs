@@ -3,15 +3,19 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod audit;
 mod binary;
 mod blob_conformance;
 mod client;
 mod common;
+#[macro_use]
 mod conformance;
+mod conformance_accounts;
 mod download;
 mod edge;
 mod faults;
 mod federation;
+mod federation_topologies;
 mod federation_trust;
 mod gc;
 mod hostile_peer;

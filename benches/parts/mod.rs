@@ -1,0 +1,3 @@
+//! Parts of the in-process benchmarks that stand on their own.
+
+pub mod mongo_plans;
