@@ -2,23 +2,17 @@
 //! tarballs it names) into the unified model, through the same validation, hashing and signing
 //! as an upload. Idempotent: artefacts that exist already are left alone and reported so.
 
-use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context;
-use reliquary_client::types::{Artefact, Slot, Timestamp};
 use serde::Serialize;
 use tokio::io::AsyncBufReadExt;
 
-use crate::audit::Outcome;
 use crate::domain::arch::NOARCH;
-use crate::domain::document::{bound_text_fields, describe_problems, validate_document};
 use crate::domain::legacy::{plan, LegacyRecord, PlannedArtefact};
+use crate::domain::tarball::Manifest;
 use crate::domain::visibility::Visibility;
-use crate::registry::Registry;
-use crate::signing::SlotFacts;
-use crate::store::StoreError;
-use crate::upload::receive;
+use crate::registry::{ImportedTimes, Registry, UploadRequest};
 
 /// What an import did, line by line.
 #[derive(Debug, Default, Serialize)]
@@ -109,102 +103,42 @@ async fn import_one(
         .await
         .with_context(|| format!("tarball {} is missing", planned.tarball))?;
     let body = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
-    let received = receive(
-        &registry.blobs,
-        body,
-        &registry.body_limits,
-        &registry.tarball_limits,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e} {:?}", e.errors))?;
-    let manifest = &received.manifest;
-    let mismatch = if manifest.name != planned.package_name {
-        Some(format!(
-            "its package.json names `{}`, not `{}`",
-            manifest.name, planned.package_name
-        ))
-    } else {
+    let request = UploadRequest {
+        id: planned.id.clone(),
+        architecture: NOARCH.to_owned(),
+        kind: planned.kind,
+        category: planned.category.clone(),
+        force: false,
+        attestation: None,
+        imported: Some(ImportedTimes {
+            created_at: planned.created_at,
+            uploaded_at: planned.uploaded_at,
+            data_updated_at: planned.data_updated_at,
+        }),
+    };
+    let expect = |manifest: &Manifest| {
+        if manifest.name != planned.package_name {
+            return Some(format!(
+                "{}: its package.json names `{}`, not `{}`",
+                planned.tarball, manifest.name, planned.package_name
+            ));
+        }
         planned
             .version
             .as_ref()
             .filter(|v| **v != manifest.version)
             .map(|v| {
                 format!(
-                    "its package.json says version {}, the legacy record {v}",
-                    manifest.version
+                    "{}: its package.json says version {}, the legacy record {v}",
+                    planned.tarball, manifest.version
                 )
             })
     };
-    if let Some(why) = mismatch {
-        registry.blobs.discard(received.upload).await;
-        anyhow::bail!("{} does not match: {why}", planned.tarball);
-    }
-    registry
-        .blobs
-        .promote(received.upload, &received.sha256)
-        .await?;
-    let version = manifest.version.to_string();
-    let signature = registry.signer.sign_slot(SlotFacts {
-        id: &planned.id,
-        architecture: NOARCH,
-        kind: planned.kind,
-        package_name: &planned.package_name,
-        sha256: &received.sha256,
-        size: received.size,
-        version: &version,
-        signed_at: Timestamp::now(),
-    });
-    let mut doc = Artefact {
-        id: planned.id.clone(),
-        kind: planned.kind,
-        package_name: planned.package_name.clone(),
-        version: version.clone(),
-        licence: manifest.licence.clone(),
-        description: manifest.description.clone(),
-        category: planned.category.clone(),
-        tarballs: BTreeMap::from([(
-            NOARCH.to_owned(),
-            Slot {
-                sha256: received.sha256.clone(),
-                size: received.size,
-                version,
-                uploaded_at: planned.uploaded_at,
-                signature,
-                attestation: None,
-            },
-        )]),
-        origin: None,
-        created_at: planned.created_at,
-        updated_at: planned.data_updated_at,
-        data_updated_at: planned.data_updated_at,
-        revision: 0,
-        seq: 0,
-    };
-    // The rules every stored document obeys, whichever way it comes in.
-    bound_text_fields(&mut doc);
-    if let Err(problems) = validate_document(&doc) {
-        anyhow::bail!(
-            "{} is not importable: {}",
-            planned.id,
-            describe_problems(&problems)
-        );
-    }
-    match registry.store.put(doc, None).await {
-        Ok(doc) => {
-            registry
-                .audit
-                .record_system(
-                    "import-legacy",
-                    "artefact.import",
-                    Outcome::Success,
-                    Some(&doc.id),
-                    format!("version {}", doc.version),
-                )
-                .await;
-            Ok(true)
-        }
-        Err(StoreError::RevisionMismatch) => Ok(false),
-        Err(other) => Err(other.into()),
+    match registry.import_slot(request, body, expect).await {
+        Ok(uploaded) => Ok(uploaded.created),
+        // Published since the check above: what is there now stays.
+        Err(error) if error.status == axum::http::StatusCode::CONFLICT => Ok(false),
+        Err(error) => Err(anyhow::anyhow!("{error} {:?}", error.errors)),
     }
 }
 

@@ -57,6 +57,7 @@ pub async fn upload(
         category: query.category,
         force: query.force,
         attestation: None,
+        imported: None,
     };
     // Authentication and authorisation are decided before a byte of the body is read.
     registry.admit_upload(&caller, &upload).await?;

@@ -161,6 +161,47 @@ impl Registry {
         result
     }
 
+    /// The legacy importer's way in: the same receive, validation, promotion, signing and
+    /// commit as an upload, with the record's timestamps, after `expect` has compared the
+    /// tarball's manifest with what the record says. Audited as `artefact.import`.
+    pub async fn import_slot<S, E>(
+        &self,
+        request: UploadRequest,
+        body: S,
+        expect: impl FnOnce(&Manifest) -> Option<String>,
+    ) -> Result<Uploaded>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let received = receive(&self.blobs, body, &self.body_limits, &self.tarball_limits).await?;
+        if let Some(why) = expect(&received.manifest) {
+            self.blobs.discard(received.upload).await;
+            return Err(Error::unprocessable(
+                "legacy_mismatch",
+                format!("The tarball does not match its legacy record: {why}."),
+                Vec::new(),
+            ));
+        }
+        // The importer acts for the operator: no key, so no key scopes narrow it.
+        let outcome = self
+            .commit_upload(&Caller::default(), &request, &received)
+            .await;
+        self.blobs.discard(received.upload).await;
+        if let Ok(uploaded) = &outcome {
+            self.audit
+                .record_system(
+                    "import-legacy",
+                    "artefact.import",
+                    Outcome::Success,
+                    Some(&uploaded.doc.id),
+                    format!("version {}", uploaded.doc.version),
+                )
+                .await;
+        }
+        outcome
+    }
+
     /// The checks an upload must pass before its body is read (the caller's role and id
     /// scope, and `force`); a refusal is audited like any denied upload.
     pub async fn admit_upload(&self, caller: &Caller, request: &UploadRequest) -> Result<()> {
@@ -268,7 +309,9 @@ impl Registry {
                 };
                 promoted = true;
             }
-            let now = self.clock.now();
+            let now = request
+                .imported
+                .map_or_else(|| self.clock.now(), |times| times.uploaded_at);
             let version = received.manifest.version.to_string();
             let signature = self.signer.sign_slot(SlotFacts {
                 id: &request.id,
@@ -290,7 +333,14 @@ impl Registry {
             };
             let expected = existing.as_ref().map(|doc| doc.revision);
             let created = existing.is_none();
-            let doc = apply_upload(existing, &intent, slot, now);
+            let mut doc = apply_upload(existing, &intent, slot, now);
+            if let Some(times) = request.imported {
+                if created {
+                    doc.created_at = times.created_at;
+                }
+                doc.updated_at = times.data_updated_at;
+                doc.data_updated_at = times.data_updated_at;
+            }
             // The rules every stored document obeys, whichever way it comes in.
             validate_document(&doc).map_err(|problems| {
                 Error::unprocessable(

@@ -59,6 +59,16 @@ pub struct UploadRequest {
     pub force: bool,
     /// A provenance bundle to keep with the slot, as given.
     pub attestation: Option<bytes::Bytes>,
+    /// For the legacy importer: the record's own timestamps instead of now.
+    pub imported: Option<ImportedTimes>,
+}
+
+/// The timestamps a legacy record carries, kept by the import.
+#[derive(Clone, Copy, Debug)]
+pub struct ImportedTimes {
+    pub created_at: reliquary_client::types::Timestamp,
+    pub uploaded_at: reliquary_client::types::Timestamp,
+    pub data_updated_at: reliquary_client::types::Timestamp,
 }
 
 /// The outcome of an upload: the document and whether this upload created it.
