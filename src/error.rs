@@ -10,9 +10,10 @@
 //!   a 409, an unreachable store a 503 that changed nothing, a full disk a 507.
 //! - Internal failures are logged with their cause and answered with a generic 500, so no
 //!   internals leak to clients.
-//! - `anyhow` is for the edges that only report: the CLI, start-up and configuration, the legacy
-//!   importer (a batch job that prints its errors), and the sync worker's pass, whose error
-//!   becomes a remote's `lastError` text. Nothing that answers an HTTP request returns `anyhow`.
+//! - `anyhow` is for the edges that only report: the CLI, start-up and configuration, `gc` and
+//!   the legacy importer (batch jobs that print their errors). Nothing that answers an HTTP
+//!   request returns `anyhow`: the sync pass, which `POST /remotes/{name}/sync` runs, has its
+//!   own `federation::PassError` (a store failure stays a 503, a peer failure is a 502).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

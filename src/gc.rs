@@ -18,7 +18,8 @@ use reliquary_client::types::Timestamp;
 use serde::Serialize;
 
 use crate::blobs::BlobKey;
-use crate::registry::Registry;
+use crate::blobs::Blobs;
+use crate::store::{ArtefactStore, GcStore};
 
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -33,27 +34,24 @@ pub struct GcReport {
     pub referenced: usize,
 }
 
-pub async fn collect(
-    registry: &Registry,
+/// Collects with only what collection needs: the referenced digests, the marks, the blobs.
+pub async fn collect<S: ArtefactStore + GcStore + ?Sized>(
+    store: &S,
+    blobs: &Blobs,
     grace: Duration,
     dry_run: bool,
 ) -> anyhow::Result<GcReport> {
     let grace = chrono::Duration::from_std(grace)?;
     let now = Utc::now();
-    let referenced: HashSet<String> = registry
-        .store
-        .referenced_blobs()
-        .await?
-        .into_iter()
-        .collect();
-    let marks = registry.store.gc_marks().await?;
+    let referenced: HashSet<String> = store.referenced_blobs().await?.into_iter().collect();
+    let marks = store.gc_marks().await?;
     let mut report = GcReport {
         dry_run,
         referenced: referenced.len(),
         ..Default::default()
     };
     let mut clear = Vec::new();
-    for (key, modified) in registry.blobs.list_with_times("sha256").await? {
+    for (key, modified) in blobs.list_with_times("sha256").await? {
         let Some(digest) = key.strip_prefix("sha256/") else {
             continue;
         };
@@ -66,7 +64,7 @@ pub async fn collect(
         match marks.get(digest) {
             Some(marked) if now - marked.as_datetime() >= grace && now - modified >= grace => {
                 if !dry_run {
-                    registry.blobs.delete(&BlobKey::sha256(digest)).await?;
+                    blobs.delete(&BlobKey::sha256(digest)).await?;
                     clear.push(digest.to_owned());
                 }
                 report.removed_blobs.push(digest.to_owned());
@@ -75,20 +73,19 @@ pub async fn collect(
             None => report.newly_marked.push(digest.to_owned()),
         }
     }
-    for (key, modified) in registry.blobs.list_with_times("uploads").await? {
+    for (key, modified) in blobs.list_with_times("uploads").await? {
         if now - modified >= grace {
             if !dry_run {
-                registry.blobs.delete_listed(&key).await?;
+                blobs.delete_listed(&key).await?;
             }
             report.removed_uploads.push(key);
         }
     }
     if !dry_run {
-        registry
-            .store
+        store
             .mark_unreferenced(&report.newly_marked, Timestamp::now())
             .await?;
-        registry.store.clear_marks(&clear).await?;
+        store.clear_marks(&clear).await?;
     }
     Ok(report)
 }

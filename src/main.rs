@@ -159,7 +159,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::from_serve_args(&args)?;
             let registry = reliquary::open_stores_and_keys(&config).await?;
             let grace = std::time::Duration::from_secs(grace_seconds);
-            let report = reliquary::gc::collect(&registry, grace, dry_run).await?;
+            let report =
+                reliquary::gc::collect(registry.store.as_ref(), &registry.blobs, grace, dry_run)
+                    .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -9,6 +9,7 @@
 
 pub mod keyring;
 mod pass;
+pub use pass::PassError;
 mod remotes;
 
 use std::collections::HashMap;
@@ -211,7 +212,7 @@ async fn run_worker(federation: Arc<Federation>, name: String, cancel: Cancellat
             }
             Err(error) => {
                 failures += 1;
-                tracing::warn!(remote = %name, error = %format!("{error:#}"), failures, "sync pass failed");
+                tracing::warn!(remote = %name, %error, failures, "sync pass failed");
                 if !sleep_or_cancel(&cancel, backoff(failures)).await {
                     break;
                 }

@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{anyhow, bail};
 use reliquary_client::archive::truncate_chars;
 use reliquary_client::jws::verify_slot;
 use reliquary_client::types::{
@@ -53,7 +52,40 @@ enum Applied {
 /// Why mirroring one slot's bytes failed: the peer's fault for this item, or the transfer's.
 enum BlobFailure {
     Invalid(String),
-    Transfer(anyhow::Error),
+    Transfer(PassError),
+}
+
+/// Why a pass stopped before its end; the cursor stays where the last applied page left it.
+/// (A typed error, not `anyhow`: `POST /remotes/{name}/sync` answers with it.)
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    /// The peer could not be reached, timed out, or sent what no pass can go on from.
+    #[error("{0}")]
+    Stopped(String),
+    /// This registry's metadata store failed.
+    #[error("metadata store: {0}")]
+    Store(#[from] StoreError),
+    /// This registry's blob store failed.
+    #[error("blob store: {0}")]
+    Blobs(#[from] object_store::Error),
+}
+
+impl PassError {
+    fn stopped(why: impl std::fmt::Display) -> Self {
+        Self::Stopped(why.to_string())
+    }
+
+    /// The same error, saying which item it stopped at.
+    fn at_item(self, id: &str, seq: Option<i64>) -> Self {
+        match self {
+            Self::Stopped(why) => Self::Stopped(format!(
+                "applying `{}` (seq {}): {why}",
+                truncate_chars(id, 100),
+                seq.unwrap_or_default()
+            )),
+            other => other,
+        }
+    }
 }
 
 impl SyncContext {
@@ -62,13 +94,14 @@ impl SyncContext {
         &self,
         remote: &RemoteRecord,
         wait: Option<u64>,
-    ) -> anyhow::Result<SyncSummary> {
+    ) -> Result<SyncSummary, PassError> {
         let client = Client::builder(&remote.config.url)
             .token(remote.token.clone())
             .timeout(self.peer_timeout)
             .header_timeout(self.peer_timeout)
             .idle_timeout(self.peer_timeout)
-            .build()?;
+            .build()
+            .map_err(PassError::stopped)?;
         let remotes = self.remotes.list_remotes().await?;
         let ring = KeyRing::build(self.signer.registry(), &remotes);
         let mut state = remote.state.clone();
@@ -85,13 +118,18 @@ impl SyncContext {
                 .await
             {
                 Ok(page) => page,
-                Err(error) => break Err(anyhow!(error).context("reading the peer's change feed")),
+                Err(error) => {
+                    break Err(PassError::stopped(format!(
+                        "reading the peer's change feed: {}",
+                        with_causes(&error)
+                    )))
+                }
             };
             if page.items.len() > PAGE {
-                break Err(anyhow!(
+                break Err(PassError::stopped(format!(
                     "the peer answered {} changes to a request for at most {PAGE}",
                     page.items.len()
-                ));
+                )));
             }
             let mut highest = state.cursor;
             let mut failed = None;
@@ -118,14 +156,8 @@ impl SyncContext {
                             .await;
                     }
                     Err(error) => {
-                        failed = Some(error.context(format!(
-                            "applying `{}` (seq {})",
-                            truncate_chars(
-                                item.get("id").and_then(Value::as_str).unwrap_or("?"),
-                                100
-                            ),
-                            seq.unwrap_or_default()
-                        )));
+                        let id = item.get("id").and_then(Value::as_str).unwrap_or("?");
+                        failed = Some(error.at_item(id, seq));
                         break;
                     }
                 }
@@ -134,10 +166,10 @@ impl SyncContext {
                 break Err(error);
             }
             if page.has_more && highest <= state.cursor {
-                break Err(anyhow!(
+                break Err(PassError::stopped(format!(
                     "the peer says more changes follow seq {} but sent none past it; the pass stops rather than ask forever",
                     state.cursor
-                ));
+                )));
             }
             state.cursor = if page.has_more {
                 highest
@@ -168,7 +200,7 @@ impl SyncContext {
                 });
             }
             Err(error) => {
-                let text = bounded_detail(format!("{error:#}"));
+                let text = bounded_detail(error.to_string());
                 state.last_error = Some(text.clone());
                 self.audit
                     .record_sync(&remote.name, "sync.error", Outcome::Invalid, None, text)
@@ -221,7 +253,7 @@ impl SyncContext {
         client: &Client,
         ring: &KeyRing,
         change: &Change,
-    ) -> anyhow::Result<Applied> {
+    ) -> Result<Applied, PassError> {
         match change {
             Change::Artefact(doc) => self.apply_artefact(remote, client, ring, doc).await,
             Change::Deleted(tombstone) => self.apply_tombstone(remote, tombstone).await,
@@ -234,7 +266,7 @@ impl SyncContext {
         client: &Client,
         ring: &KeyRing,
         offered: &Artefact,
-    ) -> anyhow::Result<Applied> {
+    ) -> Result<Applied, PassError> {
         let config = &remote.config;
         let mut doc = offered.clone();
         // Free text is cut, not refused: it is unsigned, and older peers stored it uncut.
@@ -355,7 +387,9 @@ impl SyncContext {
         }
         let expected = local.as_ref().map(|l| l.revision);
         let committed = match self.artefacts.put(mirrored, expected).await {
-            Err(StoreError::RevisionMismatch) => bail!("the local copy changed during the pass"),
+            Err(StoreError::RevisionMismatch) => {
+                return Err(PassError::stopped("the local copy changed during the pass"))
+            }
             other => other?,
         };
         self.changes.changed(committed.seq);
@@ -389,11 +423,11 @@ impl SyncContext {
             // A peer that lists a slot and then refuses it (4xx) has nothing to offer for this
             // item; any later change to it comes with a higher seq. Anything else may pass.
             let refused = error.status().is_some_and(|s| s.is_client_error());
-            let error = anyhow!(error).context(format!("downloading slot `{arch}`"));
+            let why = format!("downloading slot `{arch}`: {}", with_causes(&error));
             if refused {
-                BlobFailure::Invalid(format!("{error:#}"))
+                BlobFailure::Invalid(why)
             } else {
-                BlobFailure::Transfer(error)
+                BlobFailure::Transfer(PassError::Stopped(why))
             }
         })?;
         let body = response.bytes_stream();
@@ -408,7 +442,7 @@ impl SyncContext {
                 let why = format!("slot `{arch}`: {e}");
                 match e.status.as_u16() {
                     413 | 422 => BlobFailure::Invalid(why),
-                    _ => BlobFailure::Transfer(anyhow!(why)),
+                    _ => BlobFailure::Transfer(PassError::Stopped(why)),
                 }
             })?;
         if received.sha256 != sha256 || received.size != size {
@@ -421,7 +455,7 @@ impl SyncContext {
         self.blobs
             .promote(received.upload, sha256)
             .await
-            .map_err(|e| BlobFailure::Transfer(e.into()))?;
+            .map_err(|e| BlobFailure::Transfer(PassError::Blobs(e)))?;
         Ok(())
     }
 
@@ -433,7 +467,7 @@ impl SyncContext {
         id: &str,
         arch: &str,
         wanted: &BlobRef,
-    ) -> anyhow::Result<Option<BlobRef>> {
+    ) -> Result<Option<BlobRef>, PassError> {
         let Ok(bundle) = client.attestation(id, arch, MAX_ATTESTATION_BYTES).await else {
             return Ok(None);
         };
@@ -445,7 +479,7 @@ impl SyncContext {
         &self,
         remote: &RemoteRecord,
         tombstone: &Tombstone,
-    ) -> anyhow::Result<Applied> {
+    ) -> Result<Applied, PassError> {
         if let Err(why) = validate_id(&tombstone.id) {
             return Ok(Applied::Invalid(format!("tombstone: {why}")));
         }
@@ -475,6 +509,22 @@ impl SyncContext {
             .await;
         Ok(Applied::Deleted)
     }
+}
+
+/// An error and every cause under it, `: `-separated: "timed out" is usually a cause, not the
+/// error's own text.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let more = inner.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 /// Whether two mirrored documents say the same thing (bookkeeping fields aside).

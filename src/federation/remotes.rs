@@ -9,13 +9,13 @@ use reliquary_client::types::{Jwk, PutRemote, RegistryKeys, Remote, SyncSummary,
 use reliquary_client::Client;
 
 use super::keyring::KeyRing;
-use super::Federation;
+use super::{Federation, PassError};
 use crate::audit::Target;
 use crate::auth::Caller;
 use crate::domain::arch::validate_architecture;
 use crate::domain::document::{validate_name, validate_remote_name, validate_scopes};
 use crate::error::{Error, Result};
-use crate::store::{RemoteConfig, RemoteRecord, RemoteState};
+use crate::store::{RemoteConfig, RemoteRecord, RemoteState, StoreError};
 
 impl Federation {
     /// `GET /.well-known/reliquary`: our keys, plus every key set pinned for the registries we
@@ -255,8 +255,13 @@ impl Federation {
             let view = self.remote_view(&record).await?;
             if purge {
                 for (id, revision) in self.ctx.remotes.mirrored_by(name).await? {
-                    if let Ok(tombstone) = self.ctx.artefacts.delete(&id, revision).await {
-                        self.ctx.changes.changed(tombstone.seq);
+                    match self.ctx.artefacts.delete(&id, revision).await {
+                        Ok(tombstone) => self.ctx.changes.changed(tombstone.seq),
+                        // Gone or changed meanwhile: nothing of this remote's left to purge.
+                        Err(StoreError::NotFound | StoreError::RevisionMismatch) => {}
+                        // Anything else stops the purge, with the remote still configured, so
+                        // that retrying the DELETE finishes it.
+                        Err(other) => return Err(other.into()),
                     }
                 }
             }
@@ -298,13 +303,18 @@ impl Federation {
             .get_remote(name)
             .await?
             .ok_or_else(|| remote_not_found(name))?;
-        self.ctx.sync_pass(&record, None).await.map_err(|error| {
-            Error::new(
-                StatusCode::BAD_GATEWAY,
-                "sync_failed",
-                format!("The sync pass failed: {error:#}"),
-            )
-        })
+        self.ctx
+            .sync_pass(&record, None)
+            .await
+            .map_err(|error| match error {
+                PassError::Store(error) => error.into(),
+                PassError::Blobs(error) => error.into(),
+                PassError::Stopped(why) => Error::new(
+                    StatusCode::BAD_GATEWAY,
+                    "sync_failed",
+                    format!("The sync pass failed: {why}"),
+                ),
+            })
     }
 
     async fn remote_view(&self, record: &RemoteRecord) -> Result<Remote> {

@@ -120,14 +120,19 @@ impl FromRequestParts<AppState> for Visitor {
             .map(|(_, value)| value.to_owned());
         let session = session_id.and_then(|id| state.sessions.get(&id).map(|s| (id, s)));
         let caller = match &session {
-            // A revoked or expired key ends its sessions too: the visitor is anonymous again.
-            Some((_, s)) => crate::auth::authenticate_hash(
+            Some((_, s)) => match crate::auth::authenticate_hash(
                 state.registry.store.as_ref(),
                 &s.token_sha256,
                 state.registry.clock.now(),
             )
             .await
-            .unwrap_or_default(),
+            {
+                Ok(caller) => caller,
+                // A revoked or expired key ends its sessions too: the visitor is anonymous again.
+                Err(error) if error.status == StatusCode::UNAUTHORIZED => Caller::default(),
+                // A store outage is not a logout: the page says the store is unreachable.
+                Err(error) => return Err(Page::from(error)),
+            },
             None => Caller::default(),
         };
         let session = session.filter(|_| caller.key.is_some());
