@@ -67,6 +67,7 @@ pub(crate) fn artefact(i: usize, now: Timestamp) -> Artefact {
             },
         )]),
         origin: None,
+        deprecated: None,
         created_at: now,
         updated_at: now,
         data_updated_at: now,

@@ -42,6 +42,9 @@ pub struct EnsuredArtefact {
     pub downloaded: bool,
     /// The registry could not be reached; this is the last verified copy.
     pub stale: bool,
+    /// The artefact is deprecated: still delivered, but the host should say so (and why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deprecated: Option<String>,
 }
 
 /// Progress of a download: bytes so far and the total.
@@ -162,7 +165,7 @@ impl Client {
         if let Some(meta) = read_json::<SlotMeta>(&meta_path) {
             let current = meta.sha256 == slot.sha256 && meta.data_updated_at == doc.data_updated_at;
             if current && dir.is_dir() && (meta.signature_verified || self.trusted.is_none()) {
-                return Ok(ensured(&dir, &meta, false, false));
+                return Ok(ensured(&dir, &meta, false, false, Some(&doc)));
             }
         }
 
@@ -199,7 +202,7 @@ impl Client {
             signature_verified: verified,
         };
         write_json(&meta_path, &meta)?;
-        Ok(ensured(&dir, &meta, true, false))
+        Ok(ensured(&dir, &meta, true, false, Some(&doc)))
     }
 
     /// The document, revalidated with the ETag of the cached copy.
@@ -302,15 +305,27 @@ fn offline_copy(
         let dir = entry.join(arch);
         if let Some(meta) = read_json::<SlotMeta>(&entry.join(format!("{arch}.json"))) {
             if dir.is_dir() && meta.id == id {
-                return Ok(ensured(&dir, &meta, false, true));
+                // The last document seen says whether it was deprecated then.
+                let cached: Option<DocCache> = read_json(&entry.join("doc.json"));
+                let doc = cached.as_ref().map(|c| &c.doc);
+                return Ok(ensured(&dir, &meta, false, true, doc));
             }
         }
     }
     Err(Error::Offline(source))
 }
 
-fn ensured(dir: &Path, meta: &SlotMeta, downloaded: bool, stale: bool) -> EnsuredArtefact {
+fn ensured(
+    dir: &Path,
+    meta: &SlotMeta,
+    downloaded: bool,
+    stale: bool,
+    doc: Option<&Artefact>,
+) -> EnsuredArtefact {
     EnsuredArtefact {
+        deprecated: doc
+            .and_then(|d| d.deprecated.as_ref())
+            .map(|d| d.message.clone()),
         path: dir.to_path_buf(),
         id: meta.id.clone(),
         architecture: meta.architecture.clone(),

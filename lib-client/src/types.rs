@@ -140,11 +140,21 @@ pub struct Artefact {
     pub category: Option<String>,
     pub tarballs: BTreeMap<String, Slot>,
     pub origin: Option<Origin>,
+    /// Set by `PATCH {"deprecated": "..."}`: still delivered, but hosts are told why not to use it.
+    #[serde(default)]
+    pub deprecated: Option<Deprecation>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub data_updated_at: Timestamp,
     pub revision: i64,
     pub seq: i64,
+}
+
+/// Why an artefact should no longer be used, and since when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deprecation {
+    pub message: String,
+    pub at: Timestamp,
 }
 
 impl Artefact {

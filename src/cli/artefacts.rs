@@ -163,6 +163,10 @@ pub async fn ensure(args: &ClientArgs, ensure: EnsureArgs) -> anyhow::Result<()>
         bar.finish_and_clear();
     }
     let ensured = result?;
+    if let Some(message) = &ensured.deprecated {
+        // Delivered all the same; stderr, so scripts reading the path from stdout still work.
+        eprintln!("warning: {} is deprecated: {message}", ensured.id);
+    }
     args.print(&ensured, |e| e.path.display().to_string())
 }
 

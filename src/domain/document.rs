@@ -23,9 +23,11 @@ const MAX_PACKAGE_NAME_LEN: usize = 214;
 /// Cuts the free-text fields to their stored bounds (they are not signed, so cutting them
 /// never breaks a signature).
 pub fn bound_text_fields(doc: &mut Artefact) {
+    let deprecation = doc.deprecated.as_mut().map(|d| &mut d.message);
     for (field, max) in [
-        (&mut doc.description, MAX_DESCRIPTION_CHARS),
-        (&mut doc.licence, MAX_LICENCE_CHARS),
+        (doc.description.as_mut(), MAX_DESCRIPTION_CHARS),
+        (doc.licence.as_mut(), MAX_LICENCE_CHARS),
+        (deprecation, MAX_DESCRIPTION_CHARS),
     ] {
         if let Some(text) = field {
             let cut = truncate_chars(text, max).len();
@@ -51,11 +53,17 @@ pub fn validate_document(doc: &Artefact) -> Result<(), Vec<FieldError>> {
     if let Some(category) = &doc.category {
         check("category", validate_category(category));
     }
+    let deprecation = doc.deprecated.as_ref().map(|d| &d.message);
     for (field, text, max) in [
-        ("description", &doc.description, MAX_DESCRIPTION_CHARS),
-        ("licence", &doc.licence, MAX_LICENCE_CHARS),
+        (
+            "description",
+            doc.description.as_ref(),
+            MAX_DESCRIPTION_CHARS,
+        ),
+        ("licence", doc.licence.as_ref(), MAX_LICENCE_CHARS),
+        ("deprecated.message", deprecation, MAX_DESCRIPTION_CHARS),
     ] {
-        if text.as_ref().is_some_and(|t| t.chars().count() > max) {
+        if text.is_some_and(|t| t.chars().count() > max) {
             check(field, Err(format!("is longer than {max} characters")));
         }
     }
@@ -251,6 +259,7 @@ mod tests {
                 remote: "prod".into(),
                 synced_at: Timestamp::from_millis(0),
             }),
+            deprecated: None,
             created_at: Timestamp::from_millis(0),
             updated_at: Timestamp::from_millis(0),
             data_updated_at: Timestamp::from_millis(0),

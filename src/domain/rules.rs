@@ -128,6 +128,7 @@ pub fn apply_upload(
         category: intent.category.map(str::to_owned),
         tarballs: Default::default(),
         origin: None,
+        deprecated: None,
         created_at: now,
         updated_at: now,
         data_updated_at: now,

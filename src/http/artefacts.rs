@@ -277,6 +277,8 @@ pub async fn list(
 pub struct PatchBody {
     category: Option<String>,
     description: Option<String>,
+    /// A message deprecates the artefact; `""` clears the deprecation.
+    deprecated: Option<String>,
 }
 
 /// `PATCH /artefacts/{id}`.
@@ -297,6 +299,7 @@ pub async fn patch(
     let patch = ArtefactPatch {
         category: body.category,
         description: body.description,
+        deprecated: body.deprecated,
     };
     Ok(Json(registry.patch(&caller, &id, patch).await?))
 }

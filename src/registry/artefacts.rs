@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::Stream;
-use reliquary_client::types::{Artefact, BrowsePage, ChangePage, Slot, Tombstone};
+use reliquary_client::types::{Artefact, BrowsePage, ChangePage, Deprecation, Slot, Tombstone};
 
 use super::documents::Served;
 use super::{ArtefactPatch, Registry, UploadRequest, Uploaded, CAS_ATTEMPTS};
@@ -444,9 +444,16 @@ impl Registry {
             }
             if let Some(description) = &patch.description {
                 doc.description = Some(description.clone()).filter(|d| !d.is_empty());
-                bound_text_fields(&mut doc);
             }
-            doc.updated_at = self.clock.now();
+            let now = self.clock.now();
+            if let Some(message) = &patch.deprecated {
+                doc.deprecated = (!message.is_empty()).then(|| Deprecation {
+                    message: message.clone(),
+                    at: now,
+                });
+            }
+            bound_text_fields(&mut doc);
+            doc.updated_at = now;
             let expected = doc.revision;
             match self.store.put(doc, Some(expected)).await {
                 Ok(doc) => {

@@ -82,6 +82,8 @@ pub struct Uploaded {
 pub struct ArtefactPatch {
     pub category: Option<String>,
     pub description: Option<String>,
+    /// A message deprecates; `""` clears.
+    pub deprecated: Option<String>,
 }
 
 impl Registry {

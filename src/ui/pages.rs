@@ -282,6 +282,7 @@ mod tests {
             category: Some("\"><img src=x onerror=alert(1)>".into()),
             tarballs: BTreeMap::new(),
             origin: None,
+            deprecated: None,
             created_at: now,
             updated_at: now,
             data_updated_at: now,

@@ -67,6 +67,7 @@ pub fn artefact(id: &str, kind: Kind, category: Option<&str>) -> Artefact {
             },
         )]),
         origin: None,
+        deprecated: None,
         created_at: now,
         updated_at: now,
         data_updated_at: now,

@@ -22,6 +22,7 @@ mod hostile_peer;
 mod integrity;
 mod interop;
 mod keys;
+mod lifecycle;
 mod listing;
 mod migration;
 mod outage;
