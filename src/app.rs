@@ -70,8 +70,13 @@ impl FromRef<AppState> for Arc<Federation> {
 
 /// Every route: the HTTP API and the web UI, with the shared middleware.
 pub fn router(state: AppState) -> Router {
-    let routes = crate::http::router()
-        .merge(crate::ui::router())
+    // A small body (JSON, a form) that stops arriving frees its request after the header
+    // timeout, as headers that stop arriving do; uploads time themselves.
+    let small_bodies = crate::http::router().merge(crate::ui::router()).layer(
+        tower_http::timeout::RequestBodyTimeoutLayer::new(state.edge.header_timeout),
+    );
+    let routes = small_bodies
+        .merge(crate::http::upload_router())
         .fallback(crate::http::not_found)
         .method_not_allowed_fallback(crate::http::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(

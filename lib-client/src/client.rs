@@ -14,6 +14,8 @@ use crate::types::{
 
 /// The most of an error answer's body that is read; the rest is not worth a peer's bandwidth.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+/// The most of a small JSON answer (a document, a key list, `/.well-known`) that is read.
+const MAX_JSON_BODY: usize = 16 << 20;
 
 /// What can go wrong talking to a registry; match on it to react.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +80,7 @@ pub struct ClientBuilder {
     trusted: Option<TrustedKeys>,
     idle_timeout: Option<Duration>,
     header_timeout: Option<Duration>,
+    follow_redirects: bool,
 }
 
 impl ClientBuilder {
@@ -109,6 +112,12 @@ impl ClientBuilder {
         self
     }
 
+    /// Never follow redirects (a peer registry must not point this client at other hosts).
+    pub fn no_redirects(mut self) -> Self {
+        self.follow_redirects = false;
+        self
+    }
+
     /// Fail a transfer that receives nothing for this long (a peer that stops sending).
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = Some(timeout);
@@ -123,6 +132,9 @@ impl ClientBuilder {
 
     pub fn build(self) -> Result<Client> {
         let mut http = reqwest::Client::builder();
+        if !self.follow_redirects {
+            http = http.redirect(reqwest::redirect::Policy::none());
+        }
         if let Some(idle) = self.idle_timeout {
             http = http.read_timeout(idle);
         }
@@ -180,6 +192,7 @@ impl Client {
             trusted: None,
             idle_timeout: None,
             header_timeout: None,
+            follow_redirects: true,
         }
     }
 
@@ -204,10 +217,13 @@ impl Client {
             .await
             .map_err(Error::Unreachable)?;
         let response = check(response).await?;
-        response
-            .json()
-            .await
-            .map_err(|e| Error::Protocol(e.to_string()))
+        let body = read_capped(response, MAX_JSON_BODY).await?;
+        if body.len() > MAX_JSON_BODY {
+            return Err(Error::Protocol(format!(
+                "the answer is larger than {MAX_JSON_BODY} bytes"
+            )));
+        }
+        serde_json::from_slice(&body).map_err(|e| Error::Protocol(e.to_string()))
     }
 
     pub async fn well_known(&self) -> Result<WellKnown> {

@@ -17,6 +17,8 @@ pub const MAX_LICENCE_CHARS: usize = 128;
 pub const MAX_NAME_CHARS: usize = 64;
 /// A JWS over the signing payload is a few hundred bytes; anything far larger is not one.
 const MAX_SIGNATURE_BYTES: usize = 4096;
+/// Slots per artefact: one per architecture a plugin ships for, with room to spare.
+pub const MAX_SLOTS: usize = 64;
 /// npm's limit for a package name.
 const MAX_PACKAGE_NAME_LEN: usize = 214;
 
@@ -72,6 +74,12 @@ pub fn validate_document(doc: &Artefact) -> Result<(), Vec<FieldError>> {
     }
     if doc.tarballs.is_empty() {
         check("tarballs", Err("a document has at least one slot".into()));
+    }
+    if doc.tarballs.len() > MAX_SLOTS {
+        check(
+            "tarballs",
+            Err(format!("a document has at most {MAX_SLOTS} slots")),
+        );
     }
     for (arch, slot) in &doc.tarballs {
         let field = |name: &str| format!("tarballs/{}/{name}", truncate_chars(arch, 40));
@@ -323,6 +331,16 @@ mod tests {
             d.tarballs.insert(arch.into(), slot);
             assert!(!fields(validate_document(&d)).is_empty(), "{arch:?}");
         }
+        let mut d = doc();
+        let slot = d.tarballs["noarch"].clone();
+        for i in 0..MAX_SLOTS {
+            d.tarballs.insert(format!("arch{i}"), slot.clone());
+        }
+        assert_eq!(
+            fields(validate_document(&d)),
+            ["tarballs"],
+            "too many slots"
+        );
         let mut d = doc();
         d.tarballs.get_mut("noarch").unwrap().sha256 = "A".repeat(64);
         assert_eq!(fields(validate_document(&d)), ["tarballs/noarch/sha256"]);

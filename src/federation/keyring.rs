@@ -131,14 +131,6 @@ impl KeyRing {
         })
     }
 
-    /// The direct set of `registry`, if another remote than `except` pinned one.
-    pub fn direct_elsewhere(&self, registry: &str, except: &str) -> Option<(BTreeSet<&str>, &str)> {
-        self.direct
-            .get(registry)
-            .filter(|p| p.remote != except)
-            .map(|p| (p.kids(), p.remote.as_str()))
-    }
-
     /// Every pinned set with the remote it came through: direct sets first, then relayed ones
     /// for registries with no direct set (what `/.well-known/reliquary` publishes for chains).
     pub fn published(&self) -> Vec<RegistryKeys> {
@@ -161,6 +153,17 @@ impl KeyRing {
             .map(Pinned::view)
             .collect()
     }
+}
+
+/// The key ids of every set one remote pins directly, by registry.
+pub fn direct_key_ids(remote: &RemoteRecord) -> Vec<(String, BTreeSet<String>)> {
+    direct_sets(remote)
+        .into_iter()
+        .map(|(registry, pinned)| {
+            let kids = pinned.kids().into_iter().map(str::to_owned).collect();
+            (registry, kids)
+        })
+        .collect()
 }
 
 /// The direct sets one remote pins: the operator's `trustedKeys`, and the peer's own keys

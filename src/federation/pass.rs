@@ -100,6 +100,7 @@ impl SyncContext {
             .timeout(self.peer_timeout)
             .header_timeout(self.peer_timeout)
             .idle_timeout(self.peer_timeout)
+            .no_redirects()
             .build()
             .map_err(PassError::stopped)?;
         let remotes = self.remotes.list_remotes().await?;
@@ -350,7 +351,15 @@ impl SyncContext {
                 slot.attestation = mine.and_then(|m| m.attestation.clone());
             } else {
                 match self
-                    .mirror_blob(client, &doc.id, arch, &slot.sha256, slot.size)
+                    .mirror_blob(
+                        client,
+                        &doc.id,
+                        arch,
+                        &doc.package_name,
+                        &slot.version,
+                        &slot.sha256,
+                        slot.size,
+                    )
                     .await
                 {
                     Ok(()) => downloaded += slot.size,
@@ -411,18 +420,24 @@ impl SyncContext {
 
     /// Downloads one slot from the peer into the blob store, checking it like an upload (the
     /// tarball rules) and against the announced size and sha256 before it is promoted.
+    #[allow(clippy::too_many_arguments)]
     async fn mirror_blob(
         &self,
         client: &Client,
         id: &str,
         arch: &str,
+        package_name: &str,
+        version: &str,
         sha256: &str,
         size: u64,
     ) -> Result<(), BlobFailure> {
         let response = client.tarball(id, arch).await.map_err(|error| {
-            // A peer that lists a slot and then refuses it (4xx) has nothing to offer for this
-            // item; any later change to it comes with a higher seq. Anything else may pass.
-            let refused = error.status().is_some_and(|s| s.is_client_error());
+            // A peer that lists a slot and then refuses it (4xx) or sends us elsewhere (3xx,
+            // never followed) has nothing to offer for this item; any later change to it comes
+            // with a higher seq. Anything else may pass.
+            let refused = error
+                .status()
+                .is_some_and(|s| s.is_client_error() || s.is_redirection());
             let why = format!("downloading slot `{arch}`: {}", with_causes(&error));
             if refused {
                 BlobFailure::Invalid(why)
@@ -445,6 +460,17 @@ impl SyncContext {
                     _ => BlobFailure::Transfer(PassError::Stopped(why)),
                 }
             })?;
+        // What the bytes say must be what the document says, as it must for an upload.
+        let manifest = &received.manifest;
+        let version_matches = semver::Version::parse(version)
+            .is_ok_and(|v| v.cmp_precedence(&manifest.version) == std::cmp::Ordering::Equal);
+        if manifest.name != package_name || !version_matches {
+            self.blobs.discard(received.upload).await;
+            return Err(BlobFailure::Invalid(format!(
+                "slot `{arch}`'s package.json says {} {}, but the document says {package_name} {version}",
+                manifest.name, manifest.version
+            )));
+        }
         if received.sha256 != sha256 || received.size != size {
             self.blobs.discard(received.upload).await;
             return Err(BlobFailure::Invalid(format!(

@@ -8,7 +8,7 @@ use reliquary_client::jws::TrustedKeys;
 use reliquary_client::types::{Jwk, PutRemote, RegistryKeys, Remote, SyncSummary, WellKnown};
 use reliquary_client::Client;
 
-use super::keyring::KeyRing;
+use super::keyring::{direct_key_ids, KeyRing};
 use super::{Federation, PassError};
 use crate::audit::Target;
 use crate::auth::Caller;
@@ -73,7 +73,10 @@ impl Federation {
         caller.require_admin()?;
         validate_remote(name, &request)?;
         let existing = self.ctx.remotes.get_remote(name).await?;
-        let same_peer = existing.as_ref().filter(|e| e.config.url == request.url);
+        // Compared as stored: a trailing `/` is not another peer (and must not re-pin keys).
+        let same_peer = existing
+            .as_ref()
+            .filter(|e| e.config.url == request.url.trim_end_matches('/'));
         let (registry, pinned) = match same_peer {
             Some(existing) => (
                 existing.config.registry.clone(),
@@ -170,6 +173,19 @@ impl Federation {
         // only well-formed ones: they are trusted only through this remote, and only where no
         // registry-owned set exists.
         let mut relayed: BTreeMap<String, Vec<Jwk>> = BTreeMap::new();
+        if well_known.mirrored_keys.len() > MAX_RELAYED_SETS
+            || pinned[0].keys.len() > MAX_KEYS_PER_SET
+            || well_known
+                .mirrored_keys
+                .iter()
+                .any(|set| set.keys.len() > MAX_KEYS_PER_SET)
+        {
+            return Err(Error::new(
+                StatusCode::BAD_GATEWAY,
+                "remote_invalid_keys",
+                format!("The peer lists more keys than a registry has (at most {MAX_RELAYED_SETS} registries of {MAX_KEYS_PER_SET} keys)."),
+            ));
+        }
         for set in well_known.mirrored_keys {
             let usable = set.registry != self.ctx.signer.registry()
                 && set.registry != well_known.registry
@@ -202,26 +218,38 @@ impl Federation {
         pinned: &[RegistryKeys],
         trusted: &[RegistryKeys],
     ) -> Result<()> {
-        let ring = self.key_ring().await?;
+        let remotes = self.ctx.remotes.list_remotes().await?;
         let own_set = pinned
             .iter()
             .find(|p| p.registry == registry)
             .filter(|_| !trusted.iter().any(|t| t.registry == registry));
         for set in trusted.iter().chain(own_set) {
-            let Some((kids, through)) = ring.direct_elsewhere(&set.registry, name) else {
-                continue;
-            };
             let offered = TrustedKeys::from_jwks(&set.keys)
                 .map_err(|e| Error::bad_request("invalid_remote", e))?;
-            let offered: BTreeSet<&str> = offered.kids().collect();
-            if offered != kids {
-                return Err(Error::conflict(
-                    "registry_keys_conflict",
-                    format!(
-                        "Registry `{}` already has keys pinned through remote `{through}`, and these differ; a registry name has one key set. Pin the same keys (trustedKeys), or change the other remote first.",
-                        set.registry
-                    ),
-                ));
+            let offered: BTreeSet<String> = offered.kids().map(str::to_owned).collect();
+            // Against every set pinned directly for that name, through any remote — this one's
+            // previous pin included: a peer that changes its keys is re-pinned only explicitly.
+            for remote in &remotes {
+                let previous_of_this_remote = remote.name == name;
+                if previous_of_this_remote && !trusted.is_empty() {
+                    continue;
+                }
+                for (other_registry, kids) in direct_key_ids(remote) {
+                    if other_registry == set.registry && kids != offered {
+                        let how = if previous_of_this_remote {
+                            "This remote pinned other keys for it before; if the peer rotated its keys, pin the new ones explicitly with trustedKeys.".to_owned()
+                        } else {
+                            format!("Remote `{}` pinned other keys for it; a registry name has one key set. Pin the same keys (trustedKeys), or change the other remote first.", remote.name)
+                        };
+                        return Err(Error::conflict(
+                            "registry_keys_conflict",
+                            format!(
+                                "Registry `{}`'s keys differ from those pinned already. {how}",
+                                set.registry
+                            ),
+                        ));
+                    }
+                }
             }
         }
         Ok(())
@@ -344,8 +372,22 @@ fn remote_not_found(name: &str) -> Error {
     Error::not_found("remote_not_found", format!("No remote named `{name}`."))
 }
 
+/// A registry publishes a handful of keys (rotation keeps an old one or two), and relays the
+/// sets of the few registries it mirrors; far more is a peer trying to fill our store.
+const MAX_KEYS_PER_SET: usize = 16;
+const MAX_RELAYED_SETS: usize = 64;
+
 /// `trustedKeys` as stored: each set a well-formed Ed25519 JWK set for a well-formed name.
 fn trusted_keys(request: &PutRemote) -> Result<Vec<RegistryKeys>> {
+    let given = request.trusted_keys.iter().flatten();
+    if given.clone().count() > MAX_RELAYED_SETS
+        || given.clone().any(|(_, keys)| keys.len() > MAX_KEYS_PER_SET)
+    {
+        return Err(Error::bad_request(
+            "invalid_remote",
+            format!("`trustedKeys` holds at most {MAX_RELAYED_SETS} registries of {MAX_KEYS_PER_SET} keys."),
+        ));
+    }
     let mut sets = Vec::new();
     for (registry, keys) in request.trusted_keys.iter().flatten() {
         validate_name(registry).map_err(|why| {

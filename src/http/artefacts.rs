@@ -199,7 +199,12 @@ pub async fn tarball(
     );
     tracing::debug!(id = %doc.id, arch = %resolved, bytes = length, "serving tarball");
     let body = match blob.body {
-        BlobBody::InMemory(bytes) => Body::from(bytes),
+        // Charged to the budget too: a whole small blob read for a stalled reader is memory
+        // that reader holds.
+        BlobBody::InMemory(bytes) => {
+            let size = bytes.len();
+            Body::from_stream(edge.budgeted(futures::stream::iter([Ok(bytes)]), size))
+        }
         BlobBody::Streaming(stream) => Body::from_stream(edge.budgeted(
             stream.map_err(std::io::Error::other),
             crate::blobs::MAX_STREAM_CHUNK,

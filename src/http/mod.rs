@@ -23,15 +23,19 @@ use crate::error::Error;
 /// JSON request bodies (keys, patches, remotes) are small.
 pub const JSON_BODY_LIMIT: usize = 64 * 1024;
 
-/// The HTTP API's routes, each with its body limit (the default is [`JSON_BODY_LIMIT`], set
-/// where `app::router` composes this with the UI).
+/// The upload route: its body is streamed, capped by `--max-upload-bytes` and timed by
+/// `--upload-idle-timeout-seconds` in the upload pipeline itself (`408`).
+pub fn upload_router() -> Router<AppState> {
+    Router::new().route(
+        "/artefacts/npm/{id}",
+        post(artefacts::upload).layer(DefaultBodyLimit::disable()),
+    )
+}
+
+/// The HTTP API's other routes (the default body limit, [`JSON_BODY_LIMIT`], and the body
+/// idle timeout are set where `app::router` composes this with the UI).
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route(
-            "/artefacts/npm/{id}",
-            // Uploads are streamed and capped by `--max-upload-bytes` in the upload pipeline.
-            post(artefacts::upload).layer(DefaultBodyLimit::disable()),
-        )
         .route("/artefacts", get(artefacts::list))
         .route(
             "/artefacts/{id}",

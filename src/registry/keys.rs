@@ -61,6 +61,7 @@ impl Registry {
     pub async fn revoke_key(&self, caller: &Caller, id: &str) -> Result<ApiKey> {
         let result = async {
             caller.require_admin()?;
+            let _one_at_a_time = self.admin_revocations.lock().await;
             self.refuse_revoking_the_last_admin(id).await?;
             match self.store.revoke_key(id, self.clock.now()).await {
                 Err(StoreError::NotFound) => Err(Error::not_found(

@@ -47,6 +47,9 @@ pub struct Registry {
     /// Hot documents, encoded (validated by revision on every read).
     documents: documents::Documents,
     bootstrap_token_hash: Option<String>,
+    /// Serialises "is this the last admin key?" with the revocation it allows (in this
+    /// process; two replicas revoking the last two admin keys at once can still race).
+    admin_revocations: tokio::sync::Mutex<()>,
 }
 
 /// The query of `POST /artefacts/npm/{id}`, validated.
@@ -110,6 +113,7 @@ impl Registry {
             metrics,
             changes: Arc::default(),
             documents: Default::default(),
+            admin_revocations: tokio::sync::Mutex::default(),
             bootstrap_token_hash: config
                 .admin_token
                 .as_deref()

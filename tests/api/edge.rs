@@ -120,6 +120,24 @@ async fn headers_that_never_finish_are_cut_off() {
         let (_, closed) = read_until_closed(stream, Duration::from_secs(10)).await;
         assert!(closed, "an idle connection is held open");
     }
+    // A small body that never comes is cut off the same way.
+    let mut slow_body = TcpStream::connect(address(&server)).await.unwrap();
+    slow_body
+        .write_all(b"POST /ui/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 60000\r\n\r\ntoken=")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (seen, closed) = read_until_closed(&mut slow_body, Duration::from_secs(10)).await;
+    assert!(closed, "a request whose body never comes is held open");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 4"),
+        "answered with a 4xx"
+    );
     // Real requests are still served.
     assert_eq!(server.get("/healthz").send().await.unwrap().status(), 200);
 }

@@ -40,6 +40,8 @@ pub enum Tarball {
     /// Accepts the request and never answers.
     StallHeaders,
     NotFound,
+    /// Sends the mirror elsewhere.
+    Redirect(String),
 }
 
 struct Scenario {
@@ -254,6 +256,9 @@ async fn answer(scenario: &Mutex<Scenario>, key: &SigningKey, request: Request) 
                 Some(Tarball::StallHeaders) => {
                     tokio::time::sleep(Duration::from_secs(3600)).await;
                     StatusCode::GATEWAY_TIMEOUT.into_response()
+                }
+                Some(Tarball::Redirect(to)) => {
+                    (StatusCode::FOUND, [("location", to)]).into_response()
                 }
                 Some(Tarball::NotFound) | None => StatusCode::NOT_FOUND.into_response(),
             };

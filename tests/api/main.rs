@@ -15,6 +15,7 @@ mod download;
 mod edge;
 mod faults;
 mod federation;
+mod federation_pinning;
 mod federation_topologies;
 mod federation_trust;
 mod gc;
