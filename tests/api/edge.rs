@@ -91,6 +91,47 @@ async fn a_blob_shorter_on_disk_than_its_slot_is_a_loud_500_not_a_short_body() {
 }
 
 #[tokio::test]
+async fn a_blob_shorter_in_s3_than_its_slot_is_a_500_for_every_range() {
+    let server = TestServer::start_with(|c| {
+        c.storage = Some(s3_url());
+        c.s3_endpoint = Some(require_env("RELIQUARY_S3_ENDPOINT"));
+    })
+    .await;
+    // Larger than the in-memory cache's limit, so every read goes to S3.
+    let mut state = 7u64;
+    let noise: Vec<u8> = (0..(2u32 << 20))
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            (state >> 56) as u8
+        })
+        .collect();
+    let doc = server
+        .upload_ok("acme@1", "", npm_tarball_with("acme", "1.0.0", &noise), 201)
+        .await;
+    let sha = doc["tarballs"]["noarch"]["sha256"].as_str().unwrap();
+    // Damage the stored object: write 100 bytes over its key.
+    let blobs = &server.registry.blobs;
+    let mut writer = blobs.begin_upload().await.unwrap();
+    let upload = writer.id;
+    writer
+        .write(bytes::Bytes::from(vec![1u8; 100]))
+        .await
+        .unwrap();
+    writer.finish().await.unwrap();
+    blobs.promote(upload, sha).await.unwrap();
+    for range in [None, Some("bytes=50-"), Some("bytes=1000-2000")] {
+        let mut request = server.get("/artefacts/acme@1/tarball");
+        if let Some(range) = range {
+            request = request.header("range", range);
+        }
+        let response = request.send().await.unwrap();
+        expect_error(response, 500, "blob_corrupt").await;
+    }
+}
+
+#[tokio::test]
 async fn headers_that_never_finish_are_cut_off() {
     let server = TestServer::start_with(|c| c.header_timeout = Duration::from_secs(1)).await;
     let mut stream = TcpStream::connect(address(&server)).await.unwrap();

@@ -73,22 +73,31 @@ async fn deprecation_is_set_shown_reported_and_cleared() {
     assert_eq!(ensured.deprecated.as_deref(), Some("use acme@2"));
 
     // `reliquary ensure` warns on stderr and reports it in --json; stdout stays the result.
-    let output = Command::new(env!("CARGO_BIN_EXE_reliquary"))
-        .args([
-            "ensure",
-            "acme@1",
-            "--arch",
-            "x64",
-            "--registry",
-            &server.url,
-            "--token",
-            ADMIN_TOKEN,
-            "--cache-dir",
-            cache.path().to_str().unwrap(),
-            "--json",
-        ])
-        .output()
-        .unwrap();
+    // On the blocking pool: the server under test runs on this test's runtime.
+    let (url, cache_dir) = (
+        server.url.clone(),
+        cache.path().to_str().unwrap().to_owned(),
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_reliquary"))
+            .args([
+                "ensure",
+                "acme@1",
+                "--arch",
+                "x64",
+                "--registry",
+                &url,
+                "--token",
+                ADMIN_TOKEN,
+                "--cache-dir",
+                &cache_dir,
+                "--json",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
     assert!(output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -97,6 +106,10 @@ async fn deprecation_is_set_shown_reported_and_cleared() {
     );
     let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(printed["deprecated"], "use acme@2");
+    assert_eq!(
+        printed["stale"], false,
+        "answered by the registry, not the offline copy"
+    );
 
     // The UI shows a banner.
     let html = server
