@@ -389,9 +389,16 @@ impl Client {
     }
 
     pub async fn sync_remote(&self, name: &str) -> Result<SyncSummary> {
+        self.sync_remote_from(name, false).await
+    }
+
+    /// One pass now; `from_start` re-reads the peer's feed from the beginning, so that items
+    /// refused before are judged again.
+    pub async fn sync_remote_from(&self, name: &str, from_start: bool) -> Result<SyncSummary> {
         // A pass may download a lot: no request timeout beyond the connect timeout.
         let response = self
             .request(Method::POST, &format!("/remotes/{name}/sync"))
+            .query(&[("from_start", from_start)])
             .send()
             .await
             .map_err(Error::Unreachable)?;

@@ -36,7 +36,12 @@ pub enum RemotesCommand {
     /// List remotes and their sync status.
     List,
     /// Run one pass now and print what it did.
-    Sync { name: String },
+    Sync {
+        name: String,
+        /// Re-read the peer's feed from the start: items refused before are judged again.
+        #[arg(long)]
+        from_start: bool,
+    },
     /// Stop mirroring; `--purge` also deletes what was mirrored.
     Delete {
         name: String,
@@ -93,8 +98,8 @@ pub async fn run(args: &ClientArgs, command: RemotesCommand) -> anyhow::Result<(
                 remotes.iter().map(describe).collect::<Vec<_>>().join("\n")
             })
         }
-        RemotesCommand::Sync { name } => {
-            let summary = client.sync_remote(&name).await?;
+        RemotesCommand::Sync { name, from_start } => {
+            let summary = client.sync_remote_from(&name, from_start).await?;
             args.print(&summary, |s| {
                 format!(
                     "mirrored {}, deleted {}, conflicts {}, skipped {}, {} bytes; cursor {}",

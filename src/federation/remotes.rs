@@ -321,16 +321,27 @@ impl Federation {
     }
 
     /// `POST /remotes/{name}/sync`: one pass now.
-    pub async fn sync_remote(&self, caller: &Caller, name: &str) -> Result<SyncSummary> {
+    /// `POST /remotes/{name}/sync`: one pass now. With `from_start`, the pass reads the peer's
+    /// feed from seq 0, so items refused earlier (a peer's transient fault) are judged again;
+    /// what is mirrored already compares equal and costs no download.
+    pub async fn sync_remote(
+        &self,
+        caller: &Caller,
+        name: &str,
+        from_start: bool,
+    ) -> Result<SyncSummary> {
         caller.require_admin()?;
         let lock = self.pass_lock(name);
         let _guard = lock.lock().await;
-        let record = self
+        let mut record = self
             .ctx
             .remotes
             .get_remote(name)
             .await?
             .ok_or_else(|| remote_not_found(name))?;
+        if from_start {
+            record.state.cursor = 0;
+        }
         self.ctx
             .sync_pass(&record, None)
             .await

@@ -66,10 +66,23 @@ pub async fn delete(
 }
 
 /// `POST /remotes/{name}/sync`: one pass now.
+#[derive(Deserialize)]
+pub struct SyncQuery {
+    /// Read the peer's feed from the start: items refused before are judged again.
+    #[serde(default)]
+    from_start: bool,
+}
+
+/// `POST /remotes/{name}/sync[?from_start=true]`: one pass now.
 pub async fn sync(
     State(federation): State<Arc<Federation>>,
     caller: Caller,
     Path(name): Path<String>,
+    ApiQuery(query): ApiQuery<SyncQuery>,
 ) -> Result<Json<SyncSummary>> {
-    Ok(Json(federation.sync_remote(&caller, &name).await?))
+    Ok(Json(
+        federation
+            .sync_remote(&caller, &name, query.from_start)
+            .await?,
+    ))
 }

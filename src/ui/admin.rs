@@ -56,7 +56,11 @@ pub async fn sync_remote(
     Form(form): Form<CsrfForm>,
 ) -> PageResult {
     visitor.check_csrf(&form.csrf)?;
-    let message = match state.federation.sync_remote(&visitor.caller, &name).await {
+    let message = match state
+        .federation
+        .sync_remote(&visitor.caller, &name, false)
+        .await
+    {
         Ok(s) => format!(
             "{name}: mirrored {}, deleted {}, conflicts {}, skipped {}",
             s.mirrored, s.deleted, s.conflicts, s.skipped

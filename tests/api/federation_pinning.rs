@@ -135,3 +135,32 @@ async fn the_bytes_must_say_what_the_document_says_and_redirects_are_not_followe
     );
     assert!(summary.invalid[1].reason.contains("302"), "{summary:?}");
 }
+
+#[tokio::test]
+async fn a_pass_from_the_start_judges_refused_items_again() {
+    let peer = HostilePeer::start("flaky").await;
+    let bytes = npm_tarball("flaky", "1.0.0");
+    let item = peer.document("flaky@1", "noarch", &bytes, 1);
+    peer.set_tarball("flaky@1", "noarch", Tarball::NotFound);
+    peer.set_feed(Feed::Items(vec![item]));
+    let mirror = TestServer::start_with(|c| c.registry_name = "staging".into()).await;
+    put(
+        &mirror,
+        "flaky",
+        json!({"url": peer.url, "token": "t", "enabled": false}),
+    )
+    .await;
+    let summary = sync(&mirror, "flaky").await;
+    assert_eq!((summary.mirrored, summary.skipped), (0, 1), "{summary:?}");
+    // The peer repairs its blob; an ordinary pass starts past the item, one from the start does not.
+    peer.set_tarball("flaky@1", "noarch", Tarball::Bytes(bytes));
+    assert_eq!(sync(&mirror, "flaky").await.mirrored, 0);
+    let response = mirror
+        .admin_post("/remotes/flaky/sync?from_start=true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let summary: reliquary_client::types::SyncSummary = response.json().await.unwrap();
+    assert_eq!(summary.mirrored, 1, "{summary:?}");
+}
