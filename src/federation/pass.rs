@@ -18,6 +18,7 @@ use reliquary_client::types::{
     MAX_LISTED_INVALID,
 };
 use reliquary_client::Client;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::keyring::KeyRing;
@@ -137,7 +138,7 @@ impl SyncContext {
             for item in &page.items {
                 let seq = item.get("seq").and_then(Value::as_i64);
                 highest = highest.max(seq.unwrap_or(i64::MIN));
-                let applied = match serde_json::from_value::<Change>(item.clone()) {
+                let applied = match Change::deserialize(item) {
                     Ok(change) => self.apply(remote, &client, &ring, &change).await,
                     Err(error) => Ok(Applied::Invalid(format!(
                         "not an artefact document or tombstone: {error}"

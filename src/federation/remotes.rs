@@ -132,7 +132,10 @@ impl Federation {
             .get_remote(name)
             .await?
             .ok_or_else(|| Error::internal("a remote vanished right after it was written"))?;
-        Ok((self.remote_view(&record).await?, created))
+        Ok((
+            self.remote_view(&record, &self.key_ring().await?).await?,
+            created,
+        ))
     }
 
     /// Fetches the peer's `/.well-known/reliquary` with the mirror token and pins its keys.
@@ -258,8 +261,10 @@ impl Federation {
     pub async fn list_remotes(&self, caller: &Caller) -> Result<Vec<Remote>> {
         caller.require_admin()?;
         let mut views = Vec::new();
-        for record in self.ctx.remotes.list_remotes().await? {
-            views.push(self.remote_view(&record).await?);
+        let records = self.ctx.remotes.list_remotes().await?;
+        let ring = KeyRing::build(self.ctx.signer.registry(), &records);
+        for record in &records {
+            views.push(self.remote_view(record, &ring).await?);
         }
         Ok(views)
     }
@@ -280,7 +285,7 @@ impl Federation {
                 .await?
                 .ok_or_else(|| remote_not_found(name))?;
             self.stop(name);
-            let view = self.remote_view(&record).await?;
+            let view = self.remote_view(&record, &self.key_ring().await?).await?;
             if purge {
                 for (id, revision) in self.ctx.remotes.mirrored_by(name).await? {
                     match self.ctx.artefacts.delete(&id, revision).await {
@@ -356,7 +361,8 @@ impl Federation {
             })
     }
 
-    async fn remote_view(&self, record: &RemoteRecord) -> Result<Remote> {
+    /// A remote as listed; `ring` is built once per request, not once per remote.
+    async fn remote_view(&self, record: &RemoteRecord, ring: &KeyRing) -> Result<Remote> {
         let config = &record.config;
         Ok(Remote {
             name: record.name.clone(),
@@ -374,7 +380,7 @@ impl Federation {
             last_error: record.state.last_error.clone(),
             mirrored_artefacts: self.ctx.remotes.mirrored_by(&record.name).await?.len() as u64,
             created_at: config.created_at,
-            pinned_keys: self.key_ring().await?.through(&record.name),
+            pinned_keys: ring.through(&record.name),
         })
     }
 }

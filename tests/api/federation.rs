@@ -24,24 +24,40 @@ pub(crate) async fn add_remote(
     )
     .await
     .token;
-    let mut body =
-        json!({"url": origin.url, "token": token, "intervalSeconds": 3600, "enabled": false});
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    let response = mirror
-        .admin_put(&format!("/remotes/{name}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let remote: Value = response.json().await.unwrap();
-    assert_eq!(status, 201, "{remote}");
+    let remote = put_new_remote(mirror, name, &origin.url, &token, extra).await;
     assert!(
         !remote.to_string().contains(&token),
         "the token is never echoed"
     );
+    remote
+}
+
+/// `PUT /remotes/{name}` with any body; the status and the answer.
+pub(crate) async fn put_remote(mirror: &TestServer, name: &str, body: &Value) -> (u16, Value) {
+    let response = mirror
+        .admin_put(&format!("/remotes/{name}"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// Creates a disabled remote (the tests run passes themselves) and checks it was created.
+pub(crate) async fn put_new_remote(
+    mirror: &TestServer,
+    name: &str,
+    url: &str,
+    token: &str,
+    extra: Value,
+) -> Value {
+    let mut body = json!({"url": url, "token": token, "intervalSeconds": 3600, "enabled": false});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let (status, remote) = put_remote(mirror, name, &body).await;
+    assert_eq!(status, 201, "{remote}");
     remote
 }
 

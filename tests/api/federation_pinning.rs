@@ -4,18 +4,11 @@ use reliquary_client::types::WellKnown;
 use serde_json::{json, Value};
 
 use crate::common::*;
-use crate::federation::sync;
+use crate::federation::{put_remote, sync};
 use crate::hostile_peer::{Feed, HostilePeer, Tarball};
 
 async fn put(mirror: &TestServer, name: &str, body: Value) -> (u16, Value) {
-    let response = mirror
-        .admin_put(&format!("/remotes/{name}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
+    put_remote(mirror, name, &body).await
 }
 
 #[tokio::test]

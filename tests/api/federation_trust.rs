@@ -9,7 +9,7 @@ use reliquary_client::types::{Kind, Timestamp, WellKnown};
 use serde_json::{json, Value};
 
 use crate::common::*;
-use crate::federation::{add_remote, doc, named, sync};
+use crate::federation::{add_remote, doc, named, put_new_remote, sync};
 use crate::hostile_peer::{Feed, HostilePeer, Tarball};
 
 /// A mirror whose peer requests time out after a second, so stalls show quickly.
@@ -23,21 +23,7 @@ async fn mirror(name: &'static str) -> TestServer {
 
 /// Adds the hostile peer as remote `name` (its token is not checked by the double).
 async fn add_peer(mirror: &TestServer, name: &str, peer: &HostilePeer, extra: Value) -> Value {
-    let mut body =
-        json!({"url": peer.url, "token": "any", "intervalSeconds": 3600, "enabled": false});
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    let response = mirror
-        .admin_put(&format!("/remotes/{name}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let remote: Value = response.json().await.unwrap();
-    assert_eq!(status, 201, "{remote}");
-    remote
+    put_new_remote(mirror, name, &peer.url, "any", extra).await
 }
 
 /// Runs a pass that is expected to fail; returns the error body and the remote afterwards.
