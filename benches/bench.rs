@@ -68,6 +68,7 @@ pub(crate) fn artefact(i: usize, now: Timestamp) -> Artefact {
         )]),
         origin: None,
         deprecated: None,
+        history: Default::default(),
         created_at: now,
         updated_at: now,
         data_updated_at: now,

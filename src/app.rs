@@ -38,6 +38,7 @@ impl AppState {
             body_limits: registry.body_limits.clone(),
             tarball_limits: registry.tarball_limits.clone(),
             peer_timeout: config.peer_timeout,
+            history_per_slot: registry.history_per_slot,
             clock: registry.clock.clone(),
         });
         Self {

@@ -87,6 +87,16 @@ pub struct ServeArgs {
     /// within this long (`30s`).
     #[arg(long, env = "RELIQUARY_PEER_TIMEOUT", value_parser = parse_duration)]
     pub peer_timeout: Option<Duration>,
+    /// Replaced slots each architecture keeps in its history (10; at most 100).
+    #[arg(long, env = "RELIQUARY_HISTORY_PER_SLOT")]
+    pub history_per_slot: Option<usize>,
+    /// Delete branch artefacts neither rebuilt nor downloaded for this long (`30d`; default:
+    /// keep forever).
+    #[arg(long, env = "RELIQUARY_BRANCH_RETENTION", value_parser = parse_duration)]
+    pub branch_retention: Option<Duration>,
+    /// How often upkeep (branch retention) runs (`1h`).
+    #[arg(long, env = "RELIQUARY_UPKEEP_INTERVAL", value_parser = parse_duration)]
+    pub upkeep_interval: Option<Duration>,
 }
 
 /// A duration as the flags take it: `90s`, `15m`, `12h`, `30d` (humantime's grammar).
@@ -125,6 +135,9 @@ struct FileConfig {
     header_timeout: Option<String>,
     send_timeout: Option<String>,
     peer_timeout: Option<String>,
+    history_per_slot: Option<usize>,
+    branch_retention: Option<String>,
+    upkeep_interval: Option<String>,
 }
 
 /// The resolved configuration of a registry.
@@ -148,6 +161,11 @@ pub struct Config {
     pub header_timeout: Duration,
     pub send_timeout: Duration,
     pub peer_timeout: Duration,
+    /// Replaced slots kept per architecture (`--history-per-slot`).
+    pub history_per_slot: usize,
+    /// `None`: branch builds are kept forever.
+    pub branch_retention: Option<Duration>,
+    pub upkeep_interval: Duration,
     /// Bytes of streamed response chunks all connections together may hold in memory.
     pub response_memory_budget: u64,
     /// Where "now" comes from (tests drive a manual clock).
@@ -174,6 +192,9 @@ impl Config {
             header_timeout: Duration::from_secs(30),
             send_timeout: Duration::from_secs(60),
             peer_timeout: Duration::from_secs(30),
+            history_per_slot: 10,
+            branch_retention: None,
+            upkeep_interval: Duration::from_secs(3600),
             response_memory_budget: 128 << 20,
             clock: crate::clock::system(),
         }
@@ -262,6 +283,17 @@ impl Config {
             .peer_timeout
             .or(duration_from_file(file.peer_timeout.as_ref())?)
             .unwrap_or(config.peer_timeout);
+        config.history_per_slot = args
+            .history_per_slot
+            .or(file.history_per_slot)
+            .unwrap_or(config.history_per_slot);
+        config.branch_retention = args
+            .branch_retention
+            .or(duration_from_file(file.branch_retention.as_ref())?);
+        config.upkeep_interval = args
+            .upkeep_interval
+            .or(duration_from_file(file.upkeep_interval.as_ref())?)
+            .unwrap_or(config.upkeep_interval);
         config.validate()?;
         Ok(config)
     }
@@ -273,6 +305,11 @@ impl Config {
                 "the admin token must be at least 32 characters long"
             );
         }
+        anyhow::ensure!(
+            self.history_per_slot <= crate::domain::lifecycle::MAX_HISTORY_PER_SLOT,
+            "--history-per-slot is at most {} (history travels inside every document)",
+            crate::domain::lifecycle::MAX_HISTORY_PER_SLOT
+        );
         anyhow::ensure!(
             !self.registry_name.is_empty() && self.registry_name.len() <= 64,
             "the registry name must have 1 to 64 characters"

@@ -111,6 +111,7 @@ impl From<Refusal> for Error {
         let status = match refusal.kind {
             RefusalKind::Conflict => StatusCode::CONFLICT,
             RefusalKind::Invalid => StatusCode::BAD_REQUEST,
+            RefusalKind::NotFound => StatusCode::NOT_FOUND,
         };
         Self::new(status, refusal.code, refusal.message)
     }

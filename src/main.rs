@@ -72,6 +72,27 @@ enum Command {
         #[command(subcommand)]
         command: SigningKeyCommand,
     },
+    /// Show the replaced slots of an artefact, newest first, with what was yanked.
+    History {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: reliquary::cli::lifecycle::HistoryArgs,
+    },
+    /// Serve an earlier version again and yank the versions it replaces.
+    Rollback {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: reliquary::cli::lifecycle::RollbackArgs,
+    },
+    /// Deprecate an artefact (still delivered, but hosts are told why not to use it).
+    Deprecate {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: reliquary::cli::lifecycle::DeprecateArgs,
+    },
     /// Manage remotes (federation) on a running registry.
     Remotes {
         #[command(flatten)]
@@ -187,6 +208,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             reliquary::cli::artefacts::publish(&client, args).await
         }
         Command::Ensure { client, args } => reliquary::cli::artefacts::ensure(&client, args).await,
+        Command::History { client, args } => {
+            reliquary::cli::lifecycle::history(&client, args).await
+        }
+        Command::Rollback { client, args } => {
+            reliquary::cli::lifecycle::rollback(&client, args).await
+        }
+        Command::Deprecate { client, args } => {
+            reliquary::cli::lifecycle::deprecate(&client, args).await
+        }
         Command::Remotes { client, command } => {
             reliquary::cli::remotes::run(&client, command).await
         }

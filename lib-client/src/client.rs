@@ -8,8 +8,8 @@ use serde::de::DeserializeOwned;
 
 use crate::jws::TrustedKeys;
 use crate::types::{
-    ApiKey, Artefact, CreatedKey, ErrorBody, Items, Kind, NewKey, PutRemote, Remote, SyncSummary,
-    WellKnown,
+    ApiKey, Artefact, CreatedKey, ErrorBody, HistoryItem, HistoryPage, Items, Kind, NewKey,
+    PutRemote, Remote, Rollback, SyncSummary, WellKnown,
 };
 
 /// The most of an error answer's body that is read; the rest is not worth a peer's bandwidth.
@@ -413,6 +413,40 @@ impl Client {
         self.json(
             self.request(Method::DELETE, &format!("/remotes/{name}"))
                 .query(&[("purge", purge)]),
+        )
+        .await
+    }
+
+    /// `GET /artefacts/{id}/history`: every slot's (or one slot's) replaced slots, newest first.
+    pub async fn history(&self, id: &str, architecture: Option<&str>) -> Result<Vec<HistoryItem>> {
+        let mut request = self.request(
+            Method::GET,
+            &format!("/artefacts/{}/history", encode_id(id)),
+        );
+        if let Some(arch) = architecture {
+            request = request.query(&[("architecture", arch)]);
+        }
+        let page: HistoryPage = self.json(request).await?;
+        Ok(page.items)
+    }
+
+    /// `POST /artefacts/{id}/rollback`: reinstates an earlier slot and yanks what it replaces.
+    pub async fn rollback(&self, id: &str, rollback: &Rollback) -> Result<Artefact> {
+        self.json(
+            self.request(
+                Method::POST,
+                &format!("/artefacts/{}/rollback", encode_id(id)),
+            )
+            .json(rollback),
+        )
+        .await
+    }
+
+    /// Deprecates an artefact with `message`, or clears its deprecation with `None`.
+    pub async fn deprecate(&self, id: &str, message: Option<&str>) -> Result<Artefact> {
+        self.json(
+            self.request(Method::PATCH, &format!("/artefacts/{}", encode_id(id)))
+                .json(&serde_json::json!({"deprecated": message.unwrap_or("")})),
         )
         .await
     }

@@ -143,11 +143,59 @@ pub struct Artefact {
     /// Set by `PATCH {"deprecated": "..."}`: still delivered, but hosts are told why not to use it.
     #[serde(default)]
     pub deprecated: Option<Deprecation>,
+    /// The slots each architecture held before, newest first, with their original signatures;
+    /// a rollback reinstates one of them. Empty until a slot is first replaced.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub history: BTreeMap<String, Vec<HistoryEntry>>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub data_updated_at: Timestamp,
     pub revision: i64,
     pub seq: i64,
+}
+
+/// A slot as it was before it was replaced: byte for byte what was served, signature included.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    #[serde(flatten)]
+    pub slot: Slot,
+    pub replaced_at: Timestamp,
+    /// Set when a rollback withdrew this version; re-uploading it is refused (`version_yanked`).
+    #[serde(default)]
+    pub yanked: Option<Yank>,
+}
+
+/// Why a version was withdrawn by a rollback, and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Yank {
+    pub reason: String,
+    pub at: Timestamp,
+}
+
+/// One item of `GET /artefacts/{id}/history`: a history entry and the slot it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryItem {
+    pub architecture: String,
+    #[serde(flatten)]
+    pub entry: HistoryEntry,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    pub items: Vec<HistoryItem>,
+}
+
+/// `POST /artefacts/{id}/rollback`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rollback {
+    pub version: String,
+    /// Only this slot; every slot whose history holds `version` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
+    pub reason: String,
 }
 
 /// Why an artefact should no longer be used, and since when.

@@ -2,6 +2,7 @@
 
 pub mod artefacts;
 pub mod keys;
+pub mod lifecycle;
 pub mod remotes;
 
 use clap::Args;

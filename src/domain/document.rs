@@ -3,7 +3,7 @@
 //! could not, so all three run [`validate_document`] before a write.
 
 use reliquary_client::archive::truncate_chars;
-use reliquary_client::types::{Artefact, FieldError};
+use reliquary_client::types::{Artefact, FieldError, Slot};
 use semver::Version;
 
 use super::arch::validate_architecture;
@@ -19,21 +19,34 @@ pub const MAX_NAME_CHARS: usize = 64;
 const MAX_SIGNATURE_BYTES: usize = 4096;
 /// Slots per artefact: one per architecture a plugin ships for, with room to spare.
 pub const MAX_SLOTS: usize = 64;
+/// History entries one slot may carry: `--history-per-slot` at its maximum, plus as many yanked
+/// entries kept beyond it.
+const MAX_HISTORY_ENTRIES: usize = 2 * super::lifecycle::MAX_HISTORY_PER_SLOT;
 /// npm's limit for a package name.
 const MAX_PACKAGE_NAME_LEN: usize = 214;
 
 /// Cuts the free-text fields to their stored bounds (they are not signed, so cutting them
 /// never breaks a signature).
 pub fn bound_text_fields(doc: &mut Artefact) {
-    let deprecation = doc.deprecated.as_mut().map(|d| &mut d.message);
+    let cut = |text: &mut String, max: usize| {
+        let keep = truncate_chars(text, max).len();
+        text.truncate(keep);
+    };
     for (field, max) in [
         (doc.description.as_mut(), MAX_DESCRIPTION_CHARS),
         (doc.licence.as_mut(), MAX_LICENCE_CHARS),
-        (deprecation, MAX_DESCRIPTION_CHARS),
+        (
+            doc.deprecated.as_mut().map(|d| &mut d.message),
+            MAX_DESCRIPTION_CHARS,
+        ),
     ] {
         if let Some(text) = field {
-            let cut = truncate_chars(text, max).len();
-            text.truncate(cut);
+            cut(text, max);
+        }
+    }
+    for entry in doc.history.values_mut().flatten() {
+        if let Some(yank) = &mut entry.yanked {
+            cut(&mut yank.reason, MAX_DESCRIPTION_CHARS);
         }
     }
 }
@@ -81,9 +94,7 @@ pub fn validate_document(doc: &Artefact) -> Result<(), Vec<FieldError>> {
             Err(format!("a document has at most {MAX_SLOTS} slots")),
         );
     }
-    for (arch, slot) in &doc.tarballs {
-        let field = |name: &str| format!("tarballs/{}/{name}", truncate_chars(arch, 40));
-        check(&field(""), validate_architecture(arch));
+    let mut check_slot = |field: &dyn Fn(&str) -> String, slot: &Slot| {
         check(&field("version"), check_semver(&slot.version));
         check(&field("sha256"), check_sha256(&slot.sha256));
         if slot.signature.len() > MAX_SIGNATURE_BYTES {
@@ -94,6 +105,60 @@ pub fn validate_document(doc: &Artefact) -> Result<(), Vec<FieldError>> {
         }
         if let Some(attestation) = &slot.attestation {
             check(&field("attestation"), check_sha256(&attestation.sha256));
+        }
+    };
+    for (arch, slot) in &doc.tarballs {
+        let field = |name: &str| format!("tarballs/{}/{name}", truncate_chars(arch, 40));
+        check_slot(&field, slot);
+    }
+    for (arch, entries) in &doc.history {
+        for (index, entry) in entries.iter().enumerate() {
+            let field = |name: &str| format!("history/{}/{index}/{name}", truncate_chars(arch, 40));
+            check_slot(&field, &entry.slot);
+        }
+    }
+    let mut check = |field: &str, result: Result<(), String>| {
+        if let Err(message) = result {
+            problems.push(FieldError {
+                field: field.to_owned(),
+                message,
+            });
+        }
+    };
+    for arch in doc.tarballs.keys() {
+        check(
+            &format!("tarballs/{}", truncate_chars(arch, 40)),
+            validate_architecture(arch),
+        );
+    }
+    if doc.history.len() > MAX_SLOTS {
+        check(
+            "history",
+            Err(format!(
+                "a document has history for at most {MAX_SLOTS} slots"
+            )),
+        );
+    }
+    for (arch, entries) in &doc.history {
+        let field = format!("history/{}", truncate_chars(arch, 40));
+        check(&field, validate_architecture(arch));
+        if entries.len() > MAX_HISTORY_ENTRIES {
+            check(
+                &field,
+                Err(format!(
+                    "a slot keeps at most {MAX_HISTORY_ENTRIES} history entries"
+                )),
+            );
+        }
+        for yank in entries.iter().filter_map(|e| e.yanked.as_ref()) {
+            if yank.reason.chars().count() > MAX_DESCRIPTION_CHARS {
+                check(
+                    &field,
+                    Err(format!(
+                        "a yank reason is longer than {MAX_DESCRIPTION_CHARS} characters"
+                    )),
+                );
+            }
         }
     }
     if problems.is_empty() {
@@ -240,11 +305,11 @@ fn check_sha256(hex: &str) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use reliquary_client::types::{Kind, Origin, Slot, Timestamp};
 
-    fn doc() -> Artefact {
+    pub(crate) fn doc() -> Artefact {
         let slot = Slot {
             sha256: "a".repeat(64),
             size: 10,
@@ -268,6 +333,7 @@ mod tests {
                 synced_at: Timestamp::from_millis(0),
             }),
             deprecated: None,
+            history: Default::default(),
             created_at: Timestamp::from_millis(0),
             updated_at: Timestamp::from_millis(0),
             data_updated_at: Timestamp::from_millis(0),
@@ -344,6 +410,45 @@ mod tests {
         let mut d = doc();
         d.tarballs.get_mut("noarch").unwrap().sha256 = "A".repeat(64);
         assert_eq!(fields(validate_document(&d)), ["tarballs/noarch/sha256"]);
+    }
+
+    #[test]
+    fn a_peers_history_is_checked_like_its_slots() {
+        let entry = |version: &str| reliquary_client::types::HistoryEntry {
+            slot: Slot {
+                version: version.into(),
+                ..doc().tarballs["noarch"].clone()
+            },
+            replaced_at: Timestamp::from_millis(0),
+            yanked: None,
+        };
+        let mut d = doc();
+        d.history.insert("x64".into(), vec![entry("1.0.0")]);
+        assert_eq!(validate_document(&d), Ok(()));
+        d.history
+            .insert("x64".into(), vec![entry("1.0.0"), entry("not semver")]);
+        assert_eq!(fields(validate_document(&d)), ["history/x64/1/version"]);
+        let mut d = doc();
+        d.history.insert("../x".into(), vec![entry("1.0.0")]);
+        assert_eq!(fields(validate_document(&d)), ["history/../x"]);
+        let mut d = doc();
+        d.history
+            .insert("x64".into(), vec![entry("1.0.0"); MAX_HISTORY_ENTRIES + 1]);
+        assert_eq!(fields(validate_document(&d)), ["history/x64"]);
+        let mut d = doc();
+        let mut yanked = entry("1.0.0");
+        yanked.yanked = Some(reliquary_client::types::Yank {
+            reason: "x".repeat(MAX_DESCRIPTION_CHARS + 1),
+            at: Timestamp::from_millis(0),
+        });
+        d.history.insert("x64".into(), vec![yanked]);
+        assert_eq!(fields(validate_document(&d)), ["history/x64"]);
+        bound_text_fields(&mut d);
+        assert_eq!(
+            validate_document(&d),
+            Ok(()),
+            "a reason is cut, not refused"
+        );
     }
 
     #[test]

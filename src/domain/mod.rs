@@ -5,6 +5,7 @@ pub mod arch;
 pub mod document;
 pub mod id;
 pub mod legacy;
+pub mod lifecycle;
 pub mod refusal;
 pub mod rules;
 pub mod tarball;

@@ -8,6 +8,8 @@ pub enum RefusalKind {
     Conflict,
     /// The input is malformed (400).
     Invalid,
+    /// What the request names does not exist (404).
+    NotFound,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +23,14 @@ impl Refusal {
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self {
             kind: RefusalKind::Conflict,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            kind: RefusalKind::NotFound,
             code,
             message: message.into(),
         }

@@ -3,6 +3,7 @@
 use reliquary_client::types::{Artefact, Kind, Slot, Timestamp};
 use semver::Version;
 
+use super::lifecycle::{retire_slot, yank_for};
 use super::refusal::Refusal;
 use super::tarball::Manifest;
 
@@ -13,7 +14,8 @@ pub struct UploadIntent<'a> {
     pub architecture: &'a str,
     pub kind: Kind,
     pub category: Option<&'a str>,
-    /// `?force=true` from an admin: overrides `version_exists` and `version_not_newer`.
+    /// `?force=true` from an admin: overrides `version_yanked`, `version_exists` and
+    /// `version_not_newer`.
     pub force: bool,
     pub sha256: &'a str,
     pub size: u64,
@@ -80,6 +82,19 @@ pub fn decide(existing: Option<&Artefact>, intent: &UploadIntent<'_>) -> Result<
     if slot.sha256 == intent.sha256 {
         return Ok(Decision::Unchanged);
     }
+    if !intent.force {
+        // A CI retry must not undo a rollback.
+        let version = intent.manifest.version.to_string();
+        if let Some((entry, yank)) = yank_for(doc, intent.architecture, &version, intent.sha256) {
+            return Err(Refusal::conflict(
+                "version_yanked",
+                format!(
+                    "Version {} of slot `{}` of `{}` was yanked at {} ({}); publish a new version (an admin may override with force=true).",
+                    entry.slot.version, intent.architecture, doc.id, yank.at, yank.reason
+                ),
+            ));
+        }
+    }
     if doc.kind == Kind::Release && !intent.force {
         // A legacy slot version that is not semver counts as older than anything valid.
         let current = Version::parse(&slot.version).ok();
@@ -109,7 +124,8 @@ pub fn decide(existing: Option<&Artefact>, intent: &UploadIntent<'_>) -> Result<
     Ok(Decision::Write)
 }
 
-/// The document after writing `slot` into `intent.architecture`. The store assigns `revision` and
+/// The document after writing `slot` into `intent.architecture`; the slot it replaces goes to
+/// the head of that slot's history (trimmed by the caller). The store assigns `revision` and
 /// `seq` when it commits; `category` is taken only when the artefact is created.
 pub fn apply_upload(
     existing: Option<Artefact>,
@@ -129,6 +145,7 @@ pub fn apply_upload(
         tarballs: Default::default(),
         origin: None,
         deprecated: None,
+        history: Default::default(),
         created_at: now,
         updated_at: now,
         data_updated_at: now,
@@ -138,7 +155,9 @@ pub fn apply_upload(
     doc.version = manifest.version.to_string();
     doc.licence = manifest.licence.clone();
     doc.description = manifest.description.clone();
-    doc.tarballs.insert(intent.architecture.to_owned(), slot);
+    if let Some(replaced) = doc.tarballs.insert(intent.architecture.to_owned(), slot) {
+        retire_slot(&mut doc, intent.architecture, replaced, now);
+    }
     doc.updated_at = now;
     doc.data_updated_at = now;
     super::document::bound_text_fields(&mut doc);
@@ -267,6 +286,54 @@ mod tests {
         other_arch.architecture = "arm64";
         assert_eq!(
             decide(Some(&release), &other_arch).unwrap(),
+            Decision::Write
+        );
+    }
+
+    #[test]
+    fn a_yanked_version_is_refused_unless_forced() {
+        let mut doc = doc_with_slot(Kind::Release, "1.0.0", "aaa");
+        let m = manifest("acme", "1.1.0");
+        let slot = Slot {
+            sha256: "bbb".into(),
+            size: 3,
+            version: "1.1.0".into(),
+            uploaded_at: Timestamp::from_millis(5),
+            signature: String::new(),
+            attestation: None,
+        };
+        doc = apply_upload(
+            Some(doc),
+            &intent(&m, "bbb", Kind::Release),
+            slot,
+            Timestamp::from_millis(5),
+        );
+        assert_eq!(
+            doc.history["x64"][0].slot.sha256, "aaa",
+            "the replaced slot is history"
+        );
+        let back = crate::domain::lifecycle::RollbackIntent {
+            version: "1.0.0",
+            architecture: None,
+            reason: "bad",
+        };
+        crate::domain::lifecycle::rollback(&mut doc, &back, Timestamp::from_millis(6)).unwrap();
+        assert_eq!(
+            code(decide(Some(&doc), &intent(&m, "bbb", Kind::Release))),
+            "version_yanked",
+            "the CI retry of the yanked build"
+        );
+        assert_eq!(
+            code(decide(Some(&doc), &intent(&m, "ccc", Kind::Release))),
+            "version_yanked",
+            "other bytes under the yanked version"
+        );
+        let mut forced = intent(&m, "ccc", Kind::Release);
+        forced.force = true;
+        assert_eq!(decide(Some(&doc), &forced).unwrap(), Decision::Write);
+        let newer = manifest("acme", "1.1.1");
+        assert_eq!(
+            decide(Some(&doc), &intent(&newer, "ddd", Kind::Release)).unwrap(),
             Decision::Write
         );
     }

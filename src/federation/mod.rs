@@ -52,6 +52,8 @@ pub struct SyncContext {
     pub tarball_limits: Limits,
     /// Connect, header and idle-body timeout of every request to a peer.
     pub peer_timeout: Duration,
+    /// Replaced slots a mirrored document keeps per architecture.
+    pub history_per_slot: usize,
     pub clock: Arc<dyn Clock>,
 }
 

@@ -26,6 +26,7 @@ use super::SyncContext;
 use crate::audit::{bounded_detail, Outcome};
 use crate::domain::document::{bound_text_fields, describe_problems, validate_document};
 use crate::domain::id::validate_id;
+use crate::domain::lifecycle::{retain_history, trim_history};
 use crate::domain::visibility::Visibility;
 use crate::store::{RemoteRecord, StoreError};
 use crate::upload::receive;
@@ -381,7 +382,7 @@ impl SyncContext {
         if tarballs.is_empty() {
             return Ok(Applied::Skipped);
         }
-        let mirrored = Artefact {
+        let mut mirrored = Artefact {
             tarballs,
             origin: Some(Origin {
                 registry: origin_registry,
@@ -390,6 +391,15 @@ impl SyncContext {
             }),
             ..doc
         };
+        // The origin's history (its yanks included) travels with the document, bounded by
+        // this registry's own policy and limited to the slots this remote mirrors.
+        retain_history(&mut mirrored, |arch| {
+            config
+                .architectures
+                .as_ref()
+                .is_none_or(|only| only.iter().any(|a| a == arch))
+        });
+        trim_history(&mut mirrored, self.history_per_slot);
         if let Some(local) = &local {
             if same_content(local, &mirrored) {
                 return Ok(Applied::Skipped);

@@ -4,6 +4,7 @@ pub mod artefacts;
 pub mod conditional;
 pub mod extract;
 pub mod keys;
+pub mod lifecycle;
 pub mod ops;
 pub mod remotes;
 pub mod track;
@@ -44,6 +45,8 @@ pub fn router() -> Router<AppState> {
                 .delete(artefacts::delete),
         )
         .route("/artefacts/{id}/tarball", get(artefacts::tarball))
+        .route("/artefacts/{id}/history", get(lifecycle::history))
+        .route("/artefacts/{id}/rollback", post(lifecycle::rollback))
         .route(
             "/artefacts/{id}/tarballs/{arch}",
             delete(artefacts::delete_slot),

@@ -13,6 +13,7 @@ use crate::audit::{Outcome, Target};
 use crate::auth::Caller;
 use crate::blobs::{BlobKey, BlobStream};
 use crate::domain::document::{bound_text_fields, validate_document};
+use crate::domain::lifecycle::{retire_slot, trim_history};
 use crate::domain::rules::{
     apply_upload, check_local, check_writable, decide, Decision, UploadIntent,
 };
@@ -334,6 +335,7 @@ impl Registry {
             let expected = existing.as_ref().map(|doc| doc.revision);
             let created = existing.is_none();
             let mut doc = apply_upload(existing, &intent, slot, now);
+            trim_history(&mut doc, self.history_per_slot);
             if let Some(times) = request.imported {
                 if created {
                     doc.created_at = times.created_at;
@@ -536,13 +538,16 @@ impl Registry {
                 .get(id, &Visibility::all())
                 .await?
                 .ok_or_else(|| Error::artefact_not_found(id))?;
-            if doc.tarballs.remove(architecture).is_none() {
+            let Some(removed) = doc.tarballs.remove(architecture) else {
                 return Err(Error::not_found(
                     "slot_not_found",
                     format!("`{id}` has no `{architecture}` slot."),
                 ));
-            }
+            };
             let now = self.clock.now();
+            // A deleted slot stays in history, so a rollback can bring it back.
+            retire_slot(&mut doc, architecture, removed, now);
+            trim_history(&mut doc, self.history_per_slot);
             doc.updated_at = now;
             doc.data_updated_at = now;
             let expected = doc.revision;

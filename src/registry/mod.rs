@@ -21,6 +21,7 @@ mod artefacts;
 mod audit;
 mod documents;
 mod keys;
+mod lifecycle;
 
 pub use artefacts::{decode_cursor, encode_cursor};
 pub use documents::Served;
@@ -39,6 +40,8 @@ pub struct Registry {
     pub body_limits: crate::upload::BodyLimits,
     pub tarball_limits: Limits,
     pub audit_retention_days: u32,
+    /// Replaced slots kept per architecture.
+    pub history_per_slot: usize,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub audit: AuditLog,
     pub clock: Arc<dyn Clock>,
@@ -110,6 +113,7 @@ impl Registry {
             },
             tarball_limits: config.tarball_limits.clone(),
             audit_retention_days: config.audit_retention_days,
+            history_per_slot: config.history_per_slot,
             metrics,
             changes: Arc::default(),
             documents: Default::default(),

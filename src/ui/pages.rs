@@ -283,6 +283,7 @@ mod tests {
             tarballs: BTreeMap::new(),
             origin: None,
             deprecated: None,
+            history: Default::default(),
             created_at: now,
             updated_at: now,
             data_updated_at: now,

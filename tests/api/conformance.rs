@@ -68,6 +68,7 @@ pub fn artefact(id: &str, kind: Kind, category: Option<&str>) -> Artefact {
         )]),
         origin: None,
         deprecated: None,
+        history: Default::default(),
         created_at: now,
         updated_at: now,
         data_updated_at: now,

@@ -57,7 +57,7 @@ async fn remote(mirror: &TestServer, name: &str) -> Value {
         .expect("remote listed")
 }
 
-async fn audit(server: &TestServer, action: &str) -> Vec<Value> {
+pub async fn audit(server: &TestServer, action: &str) -> Vec<Value> {
     let page: Value = server
         .admin_get(&format!("/audit?action={action}&limit=500"))
         .send()

@@ -33,7 +33,8 @@ fn gc(server: &TestServer, extra: &[&str]) -> Value {
 // Multi-threaded: `gc` runs as a process while the in-process server keeps answering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreferenced_blobs_are_marked_then_swept_and_referenced_ones_stay() {
-    let server = TestServer::start().await;
+    // No slot history here: a replaced slot is unreferenced at once (history is tested below).
+    let server = TestServer::start_with(|c| c.history_per_slot = 0).await;
     let old = npm_tarball_with("acme", "1.0.0", b"old");
     let new = npm_tarball_with("acme", "1.1.0", b"new");
     server.upload_ok("acme@1", "", old.clone(), 201).await;
@@ -111,4 +112,44 @@ async fn unreferenced_blobs_are_marked_then_swept_and_referenced_ones_stay() {
         .blob_keys("sha256")
         .await
         .contains(&format!("sha256/{old_sha}")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_that_history_keeps_are_not_collected_until_history_lets_go() {
+    let server = TestServer::start_with(|c| c.history_per_slot = 1).await;
+    let versions: Vec<Vec<u8>> = ["1.0.0", "1.1.0", "1.2.0"]
+        .iter()
+        .map(|v| npm_tarball_with("acme", v, v.as_bytes()))
+        .collect();
+    server
+        .upload_ok("acme@1", "", versions[0].clone(), 201)
+        .await;
+    server
+        .upload_ok("acme@1", "", versions[1].clone(), 200)
+        .await;
+    let first = gc(&server, &["--grace-seconds", "0"]);
+    assert!(
+        first["newlyMarked"].as_array().unwrap().is_empty(),
+        "1.0.0 is in history, so referenced: {first}"
+    );
+    assert_eq!(first["referenced"], 2);
+
+    // A third upload pushes 1.0.0 out of a one-entry history: now it is collectable.
+    server
+        .upload_ok("acme@1", "", versions[2].clone(), 200)
+        .await;
+    let marked = gc(&server, &["--grace-seconds", "0"]);
+    assert_eq!(
+        marked["newlyMarked"],
+        serde_json::json!([sha256_hex(&versions[0])])
+    );
+    let swept = gc(&server, &["--grace-seconds", "0"]);
+    assert_eq!(
+        swept["removedBlobs"],
+        serde_json::json!([sha256_hex(&versions[0])])
+    );
+    assert!(server
+        .blob_keys("sha256")
+        .await
+        .contains(&format!("sha256/{}", sha256_hex(&versions[1]))));
 }

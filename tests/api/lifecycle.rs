@@ -179,3 +179,505 @@ async fn mirrors_follow_deprecation_and_keep_it_read_only() {
     sync(&staging, "prod").await;
     assert_eq!(doc(&staging, "acme@1").await.1["deprecated"], Value::Null);
 }
+
+async fn rollback(server: &TestServer, token: &str, id: &str, body: Value) -> (u16, Value) {
+    let response = server
+        .client
+        .post(format!("{}/artefacts/{}/rollback", server.url, encode(id)))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+async fn history(server: &TestServer, id: &str, query: &str) -> Vec<Value> {
+    let page: Value = server
+        .admin_get(&format!("/artefacts/{}/history{query}", encode(id)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    page["items"].as_array().unwrap().clone()
+}
+
+async fn upload_as(
+    server: &TestServer,
+    token: &str,
+    id: &str,
+    query: &str,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let response = server
+        .client
+        .post(format!(
+            "{}/artefacts/npm/{}?{query}",
+            server.url,
+            encode(id)
+        ))
+        .bearer_auth(token)
+        .header("content-type", "application/gzip")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+async fn tarball_bytes(server: &TestServer, id: &str, arch: &str) -> Vec<u8> {
+    server
+        .admin_get(&format!(
+            "/artefacts/{}/tarball?architecture={arch}",
+            encode(id)
+        ))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn rollback_reinstates_the_exact_slot_yanks_and_holds_against_ci_retries() {
+    let server = TestServer::start().await;
+    let good = |arch: &str| npm_tarball_with("acme", "1.0.0", arch.as_bytes());
+    let bad = |arch: &str| npm_tarball_with("acme", "1.1.0", format!("bad {arch}").as_bytes());
+    let mut first = Value::Null;
+    for (arch, status) in [("x64", 201), ("arm64", 200)] {
+        first = server
+            .upload_ok(
+                "acme@1",
+                &format!("architecture={arch}"),
+                good(arch),
+                status,
+            )
+            .await;
+    }
+    for arch in ["x64", "arm64"] {
+        server
+            .upload_ok("acme@1", &format!("architecture={arch}"), bad(arch), 200)
+            .await;
+    }
+
+    // History lists each replaced slot, its original signature included.
+    let items = history(&server, "acme@1", "").await;
+    assert_eq!(items.len(), 2, "{items:?}");
+    for item in &items {
+        let arch = item["architecture"].as_str().unwrap();
+        let original = &first["tarballs"][arch];
+        assert_eq!(item["version"], "1.0.0");
+        assert_eq!(item["signature"], original["signature"]);
+        assert_eq!(item["sha256"], original["sha256"]);
+        assert_eq!(item["uploadedAt"], original["uploadedAt"]);
+        assert!(item["replacedAt"].is_string());
+        assert_eq!(item["yanked"], Value::Null);
+    }
+    assert_eq!(
+        history(&server, "acme@1", "?architecture=x64").await.len(),
+        1
+    );
+
+    // A host has 1.1.0 cached.
+    let cache = tempfile::tempdir().unwrap();
+    let keys = reliquary_client::jws::TrustedKeys::from_jwks(
+        &Client::builder(&server.url)
+            .build()
+            .unwrap()
+            .well_known()
+            .await
+            .unwrap()
+            .keys,
+    )
+    .unwrap();
+    let host = Client::builder(&server.url)
+        .token(ADMIN_TOKEN)
+        .cache_dir(cache.path())
+        .trusted_keys(keys)
+        .build()
+        .unwrap();
+    assert_eq!(
+        host.ensure_artefact("acme@1", "x64").await.unwrap().version,
+        "1.1.0"
+    );
+
+    // A publish key within its scopes rolls back; one outside them may not.
+    let ours = create_key(
+        &server,
+        json!({"name": "acme-ci", "role": "publish", "allowedNamePrefix": "acme"}),
+    )
+    .await
+    .token;
+    let theirs = create_key(
+        &server,
+        json!({"name": "other-ci", "role": "publish", "allowedNamePrefix": "other"}),
+    )
+    .await
+    .token;
+    let body = json!({"version": "1.0.0", "reason": "1.1.0 crashes on start"});
+    let (status, _) = rollback(&server, &theirs, "acme@1", body.clone()).await;
+    assert_eq!(status, 403);
+    let before: Value = doc(&server, "acme@1").await.1;
+    let (status, after) = rollback(&server, &ours, "acme@1", body).await;
+    assert_eq!(status, 200, "{after}");
+    for arch in ["x64", "arm64"] {
+        assert_eq!(
+            after["tarballs"][arch], first["tarballs"][arch],
+            "the exact earlier slot, signature byte for byte"
+        );
+        assert_eq!(tarball_bytes(&server, "acme@1", arch).await, good(arch));
+    }
+    assert_ne!(after["dataUpdatedAt"], before["dataUpdatedAt"]);
+    assert_eq!(after["version"], "1.0.0");
+    let items = history(&server, "acme@1", "").await;
+    assert_eq!(items.len(), 2, "1.0.0 is served again, 1.1.0 is history");
+    for item in &items {
+        assert_eq!(item["version"], "1.1.0");
+        assert_eq!(item["yanked"]["reason"], "1.1.0 crashes on start");
+    }
+
+    // The host picks it up, verified against the registry's key.
+    let ensured = host.ensure_artefact("acme@1", "x64").await.unwrap();
+    assert!(ensured.downloaded);
+    assert_eq!(ensured.version, "1.0.0");
+    assert_eq!(ensured.sha256, sha256_hex(&good("x64")));
+
+    // CI retrying the yanked version — its bytes or new ones — cannot undo the rollback.
+    for retry in [bad("x64"), npm_tarball_with("acme", "1.1.0", b"rebuilt")] {
+        let (status, error) = upload_as(&server, &ours, "acme@1", "architecture=x64", retry).await;
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (409, Some("version_yanked")),
+            "{error}"
+        );
+        assert!(error["message"]
+            .as_str()
+            .unwrap()
+            .contains("crashes on start"));
+    }
+    assert_eq!(
+        doc(&server, "acme@1").await.1["tarballs"],
+        after["tarballs"]
+    );
+    // A new version is welcome, and an admin may force the yanked one back.
+    let (status, _) = upload_as(
+        &server,
+        &ours,
+        "acme@1",
+        "architecture=arm64",
+        npm_tarball_with("acme", "1.1.1", b"fixed"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = upload_as(
+        &server,
+        ADMIN_TOKEN,
+        "acme@1",
+        "architecture=x64&force=true",
+        bad("x64"),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // Audited.
+    let audited = crate::federation_trust::audit(&server, "artefact.rollback").await;
+    let outcomes: Vec<&str> = audited
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert!(
+        outcomes.contains(&"success") && outcomes.contains(&"denied"),
+        "{audited:?}"
+    );
+    let success = audited.iter().find(|e| e["outcome"] == "success").unwrap();
+    assert_eq!(success["keyName"], "acme-ci");
+    assert!(success["detail"].as_str().unwrap().contains("1.0.0"));
+}
+
+#[tokio::test]
+async fn rollback_refusals_change_nothing() {
+    let server = TestServer::start().await;
+    server
+        .upload_ok("acme@1", "", npm_tarball_with("acme", "1.0.0", b"a"), 201)
+        .await;
+    server
+        .upload_ok("acme@1", "", npm_tarball_with("acme", "1.1.0", b"b"), 200)
+        .await;
+    let before = doc(&server, "acme@1").await.1;
+    for (body, status, code) in [
+        (
+            json!({"version": "0.9.0", "reason": "r"}),
+            404,
+            "version_not_found",
+        ),
+        (
+            json!({"version": "1.0.0", "architecture": "arm64", "reason": "r"}),
+            404,
+            "version_not_found",
+        ),
+        (
+            json!({"version": "1.0.0", "architecture": "X 64", "reason": "r"}),
+            400,
+            "invalid_architecture",
+        ),
+        (
+            json!({"version": "1.0.0", "reason": ""}),
+            400,
+            "invalid_rollback",
+        ),
+        (json!({"version": "1.0.0"}), 400, "invalid_json"),
+        (
+            json!({"version": "1.0.0", "reason": "r", "arch": "x64"}),
+            400,
+            "invalid_json",
+        ),
+    ] {
+        let (got, error) = rollback(&server, ADMIN_TOKEN, "acme@1", body.clone()).await;
+        assert_eq!(
+            (got, error["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {error}"
+        );
+    }
+    let (got, error) = rollback(
+        &server,
+        ADMIN_TOKEN,
+        "nope@1",
+        json!({"version": "1.0.0", "reason": "r"}),
+    )
+    .await;
+    assert_eq!(
+        (got, error["code"].as_str()),
+        (404, Some("artefact_not_found"))
+    );
+    assert_eq!(doc(&server, "acme@1").await.1, before);
+    let (status, _) = rollback(
+        &server,
+        ADMIN_TOKEN,
+        "acme@1",
+        json!({"version": "1.0.0", "reason": "r"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn history_is_bounded_and_a_deleted_slot_can_be_rolled_back() {
+    let server = TestServer::start_with(|c| c.history_per_slot = 2).await;
+    for (version, status) in [
+        ("1.0.0", 201),
+        ("1.1.0", 200),
+        ("1.2.0", 200),
+        ("1.3.0", 200),
+    ] {
+        server
+            .upload_ok(
+                "acme@1",
+                "architecture=x64",
+                npm_tarball_with("acme", version, version.as_bytes()),
+                status,
+            )
+            .await;
+    }
+    let versions = |items: Vec<Value>| -> Vec<String> {
+        items
+            .iter()
+            .map(|i| i["version"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        versions(history(&server, "acme@1", "").await),
+        ["1.2.0", "1.1.0"]
+    );
+
+    // Deleting a slot keeps it in history; a rollback brings it back, unyanked.
+    server
+        .upload_ok(
+            "acme@1",
+            "",
+            npm_tarball_with("acme", "1.3.0", b"noarch"),
+            200,
+        )
+        .await;
+    let response = server
+        .admin_delete("/artefacts/acme@1/tarballs/x64")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        versions(history(&server, "acme@1", "?architecture=x64").await),
+        ["1.3.0", "1.2.0"]
+    );
+    let (status, restored) = rollback(
+        &server,
+        ADMIN_TOKEN,
+        "acme@1",
+        json!({"version": "1.3.0", "architecture": "x64", "reason": "deleted by mistake"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{restored}");
+    assert_eq!(restored["tarballs"]["x64"]["version"], "1.3.0");
+    assert_eq!(
+        restored["tarballs"]["noarch"]["version"], "1.3.0",
+        "other slots untouched"
+    );
+    let items = history(&server, "acme@1", "?architecture=x64").await;
+    assert_eq!(versions(items.clone()), ["1.2.0"]);
+    assert_eq!(
+        items[0]["yanked"],
+        Value::Null,
+        "nothing was served in its place, so nothing is yanked"
+    );
+}
+
+#[tokio::test]
+async fn mirrors_follow_a_rollback_with_the_origins_signatures() {
+    let production = named("production").await;
+    let staging = named("staging").await;
+    let good = npm_tarball_with("acme", "1.0.0", b"good");
+    let first = production
+        .upload_ok("acme@1", "architecture=x64", good.clone(), 201)
+        .await;
+    production
+        .upload_ok(
+            "acme@1",
+            "architecture=x64",
+            npm_tarball_with("acme", "1.1.0", b"bad"),
+            200,
+        )
+        .await;
+    add_remote(&staging, "prod", &production, json!({})).await;
+    assert_eq!(sync(&staging, "prod").await.mirrored, 1);
+    assert_eq!(doc(&staging, "acme@1").await.1["version"], "1.1.0");
+
+    let (status, _) = rollback(
+        &production,
+        ADMIN_TOKEN,
+        "acme@1",
+        json!({"version": "1.0.0", "reason": "bad build"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let summary = sync(&staging, "prod").await;
+    assert_eq!(summary.mirrored, 1, "{summary:?}");
+    let mirrored = doc(&staging, "acme@1").await.1;
+    assert_eq!(
+        mirrored["tarballs"]["x64"], first["tarballs"]["x64"],
+        "the origin's slot and signature"
+    );
+    assert_eq!(tarball_bytes(&staging, "acme@1", "x64").await, good);
+    let items = history(&staging, "acme@1", "").await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        items[0]["yanked"]["reason"], "bad build",
+        "the yank travels with the document"
+    );
+
+    // A consumer of staging verifies the reinstated slot against production's key.
+    let keys = reliquary_client::jws::TrustedKeys::from_jwks(
+        &Client::builder(&production.url)
+            .build()
+            .unwrap()
+            .well_known()
+            .await
+            .unwrap()
+            .keys,
+    )
+    .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let host = Client::builder(&staging.url)
+        .token(ADMIN_TOKEN)
+        .cache_dir(cache.path())
+        .trusted_keys(keys)
+        .build()
+        .unwrap();
+    assert_eq!(
+        host.ensure_artefact("acme@1", "x64").await.unwrap().version,
+        "1.0.0"
+    );
+
+    // Read-only on the mirror.
+    let (status, error) = rollback(
+        &staging,
+        ADMIN_TOKEN,
+        "acme@1",
+        json!({"version": "1.1.0", "reason": "r"}),
+    )
+    .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (409, Some("artefact_mirrored"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_withdraws_a_release_in_one_command() {
+    let server = TestServer::start().await;
+    server
+        .upload_ok("acme@1", "", npm_tarball_with("acme", "1.0.0", b"a"), 201)
+        .await;
+    server
+        .upload_ok("acme@1", "", npm_tarball_with("acme", "1.1.0", b"b"), 200)
+        .await;
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_reliquary"))
+            .args(args)
+            .args(["--registry", &server.url, "--token", ADMIN_TOKEN])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        (
+            output.status.success(),
+            stdout,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = run(&[
+        "rollback",
+        "acme@1",
+        "--version",
+        "1.0.0",
+        "--reason",
+        "bad build",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let rolled: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rolled["tarballs"]["noarch"]["version"], "1.0.0");
+
+    let (ok, out, _) = run(&["history", "acme@1", "--json"]);
+    assert!(ok);
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["items"][0]["version"], "1.1.0");
+    assert_eq!(listed["items"][0]["yanked"]["reason"], "bad build");
+    let (ok, out, _) = run(&["history", "acme@1"]);
+    assert!(
+        ok && out.contains("1.1.0") && out.contains("bad build"),
+        "{out}"
+    );
+
+    let (ok, out, _) = run(&["deprecate", "acme@1", "use acme@2", "--json"]);
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["deprecated"]["message"],
+        "use acme@2"
+    );
+    let (ok, out, _) = run(&["deprecate", "acme@1", "--clear"]);
+    assert!(ok && out.contains("no longer deprecated"), "{out}");
+    assert_eq!(doc(&server, "acme@1").await.1["deprecated"], Value::Null);
+
+    let (ok, _, err) = run(&["rollback", "acme@1", "--version", "9.9.9", "--reason", "r"]);
+    assert!(!ok && err.contains("No history entry"), "{err}");
+    let (ok, _, err) = run(&["deprecate", "acme@1"]);
+    assert!(
+        !ok && err.contains("<MESSAGE>"),
+        "a message or --clear: {err}"
+    );
+}

@@ -441,7 +441,7 @@ impl ArtefactStore for MongoStore {
         let cursor = self
             .collection("artefacts")
             .find(doc! {})
-            .projection(doc! {"doc.tarballs": 1})
+            .projection(doc! {"doc.tarballs": 1, "doc.history": 1})
             .await
             .map_err(map_err)?;
         let records: Vec<Document> = cursor.try_collect().await.map_err(map_err)?;
@@ -449,17 +449,35 @@ impl ArtefactStore for MongoStore {
         // A record that cannot be read is an error, never skipped: `gc` would otherwise
         // collect the blobs it references (SQLite fails the same way).
         let malformed = |what: &str| StoreError::Other(format!("an artefact record {what}"));
+        let mut add = |slot: &mongodb::bson::Bson| {
+            let sha = slot
+                .as_document()
+                .and_then(|slot| slot.get_str("sha256").ok())
+                .ok_or_else(|| malformed("has a slot without a `sha256`"))?;
+            digests.insert(sha.to_owned());
+            Ok::<_, StoreError>(())
+        };
         for record in records {
-            let tarballs = record
+            let doc = record
                 .get_document("doc")
-                .and_then(|d| d.get_document("tarballs"))
+                .map_err(|_| malformed("has no readable `doc`"))?;
+            let tarballs = doc
+                .get_document("tarballs")
                 .map_err(|_| malformed("has no readable `tarballs`"))?;
-            for slot in tarballs.values() {
-                let sha = slot
-                    .as_document()
-                    .and_then(|slot| slot.get_str("sha256").ok())
-                    .ok_or_else(|| malformed("has a slot without a `sha256`"))?;
-                digests.insert(sha.to_owned());
+            tarballs.values().try_for_each(&mut add)?;
+            // The slots history keeps: a rollback may reinstate them.
+            let history = match doc.get("history") {
+                None => None,
+                Some(mongodb::bson::Bson::Document(history)) => Some(history),
+                Some(_) => return Err(malformed("has a history that is not a document")),
+            };
+            if let Some(history) = history {
+                for entries in history.values() {
+                    let entries = entries
+                        .as_array()
+                        .ok_or_else(|| malformed("has a history that is not a list"))?;
+                    entries.iter().try_for_each(&mut add)?;
+                }
             }
         }
         Ok(digests.into_iter().collect())

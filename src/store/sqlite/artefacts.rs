@@ -216,9 +216,14 @@ impl ArtefactStore for SqliteStore {
 
     async fn referenced_blobs(&self) -> StoreResult<Vec<String>> {
         self.with_reader(|conn| {
+            // The slots, and the slots their history keeps (a rollback may reinstate them).
             let mut statement = conn.prepare(
-                "SELECT DISTINCT json_extract(slot.value, '$.sha256')
-                 FROM artefacts, json_each(artefacts.doc, '$.tarballs') AS slot",
+                "SELECT json_extract(slot.value, '$.sha256')
+                 FROM artefacts, json_each(artefacts.doc, '$.tarballs') AS slot
+                 UNION
+                 SELECT json_extract(entry.value, '$.sha256')
+                 FROM artefacts, json_each(artefacts.doc, '$.history') AS arch,
+                      json_each(arch.value) AS entry",
             )?;
             let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
             Ok(rows.collect::<Result<_, _>>()?)
