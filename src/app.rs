@@ -161,19 +161,45 @@ pub async fn serve(
     // In-flight requests, transfers included, finish; idle connections close.
     graceful.shutdown().await;
     housekeeping.abort();
+    if let Err(error) = state.registry.flush_downloads().await {
+        tracing::warn!(code = error.code, "could not record the last downloads");
+    }
     state.federation.stop_all().await;
     Ok(())
 }
 
-/// Periodic upkeep while serving: audit-log retention, now and every six hours.
+/// Periodic upkeep while serving: noted downloads written every few seconds; branch retention
+/// at start and every `--upkeep-interval`; audit-log retention at start and every six hours.
 async fn housekeeping(registry: Arc<Registry>) {
-    let mut every = tokio::time::interval(std::time::Duration::from_secs(6 * 3600));
+    use std::time::Duration;
+    use tokio::time::{interval, MissedTickBehavior};
+
+    let mut flush = interval(crate::registry::FLUSH_INTERVAL);
+    let mut upkeep = interval(registry.upkeep_interval);
+    let mut audit = interval(Duration::from_secs(6 * 3600));
+    for timer in [&mut flush, &mut upkeep, &mut audit] {
+        timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    }
     loop {
-        every.tick().await;
-        match registry.prune_audit().await {
-            Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, "pruned audit entries past retention"),
-            Err(error) => tracing::warn!(code = error.code, "could not prune the audit log"),
+        tokio::select! {
+            _ = flush.tick() => {
+                if let Err(error) = registry.flush_downloads().await {
+                    tracing::warn!(code = error.code, "could not record downloads; will retry");
+                }
+            }
+            _ = upkeep.tick() => match registry.upkeep().await {
+                Ok(report) if !report.removed.is_empty() => tracing::info!(
+                    removed = report.removed.len(),
+                    "branch retention removed idle branch builds"
+                ),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(code = error.code, "upkeep failed; will retry"),
+            },
+            _ = audit.tick() => match registry.prune_audit().await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "pruned audit entries past retention"),
+                Err(error) => tracing::warn!(code = error.code, "could not prune the audit log"),
+            },
         }
     }
 }

@@ -32,6 +32,11 @@ impl ManualClock {
         Arc::new(Self(AtomicI64::new(Timestamp::now().millis())))
     }
 
+    /// Starts at `at` (a test that needs data to look old to another process's real clock).
+    pub fn starting_at(at: Timestamp) -> Arc<Self> {
+        Arc::new(Self(AtomicI64::new(at.millis())))
+    }
+
     pub fn advance(&self, by: Duration) {
         let millis = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
         self.0.fetch_add(millis, Ordering::SeqCst);

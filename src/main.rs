@@ -33,14 +33,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Collect blobs no slot references any more (mark now, delete after the grace period).
+    /// Apply branch retention, then collect blobs nothing references any more (mark now, delete
+    /// after the grace period).
     Gc {
         #[command(flatten)]
         args: ServeArgs,
         /// How long a blob must have been unreferenced (and unwritten) before it is deleted.
         #[arg(long, default_value_t = 3600)]
         grace_seconds: u64,
-        /// List what would be removed; remove and mark nothing.
+        /// List what retention and collection would remove; remove and mark nothing.
         #[arg(long)]
         dry_run: bool,
         #[arg(long)]
@@ -180,26 +181,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::from_serve_args(&args)?;
             let registry = reliquary::open_stores_and_keys(&config).await?;
             let grace = std::time::Duration::from_secs(grace_seconds);
-            let report =
+            // Retention first: what it removes is collected by a run after the grace period.
+            let retention = registry.apply_retention(dry_run).await?;
+            let collection =
                 reliquary::gc::collect(registry.store.as_ref(), &registry.blobs, grace, dry_run)
                     .await?;
+            let report = GcOutput {
+                retention,
+                collection,
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                let verb = if dry_run { "would remove" } else { "removed" };
-                for digest in &report.removed_blobs {
-                    println!("{verb} blob sha256:{digest}");
-                }
-                for upload in &report.removed_uploads {
-                    println!("{verb} abandoned upload {upload}");
-                }
-                println!(
-                    "{} blobs referenced; {} {verb}; {} newly marked (removed by a run after {grace_seconds} s); {} abandoned uploads {verb}",
-                    report.referenced,
-                    report.removed_blobs.len(),
-                    report.newly_marked.len(),
-                    report.removed_uploads.len()
-                );
+                print_gc_report(&report, grace_seconds);
             }
             Ok(())
         }
@@ -222,6 +216,52 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Keys { client, command } => reliquary::cli::keys::run(&client, command).await,
     }
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GcOutput {
+    retention: reliquary::registry::RetentionReport,
+    #[serde(flatten)]
+    collection: reliquary::gc::GcReport,
+}
+
+fn print_gc_report(report: &GcOutput, grace_seconds: u64) {
+    let dry_run = report.collection.dry_run;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    match report.retention.cutoff {
+        None => println!("branch retention is off (--branch-retention)"),
+        Some(cutoff) => {
+            for idle in &report.retention.removed {
+                let downloaded = idle.last_downloaded_at.map_or_else(
+                    || "never downloaded".to_owned(),
+                    |at| format!("last downloaded {at}"),
+                );
+                println!(
+                    "{verb} branch artefact {} (bytes unchanged since {}, {downloaded})",
+                    idle.id, idle.data_updated_at
+                );
+            }
+            println!(
+                "branch retention: {} idle since {cutoff} {verb}",
+                report.retention.removed.len()
+            );
+        }
+    }
+    let collection = &report.collection;
+    for digest in &collection.removed_blobs {
+        println!("{verb} blob sha256:{digest}");
+    }
+    for upload in &collection.removed_uploads {
+        println!("{verb} abandoned upload {upload}");
+    }
+    println!(
+        "{} blobs referenced; {} {verb}; {} newly marked (removed by a run after {grace_seconds} s); {} abandoned uploads {verb}",
+        collection.referenced,
+        collection.removed_blobs.len(),
+        collection.newly_marked.len(),
+        collection.removed_uploads.len()
+    );
 }
 
 fn print_import_report(report: &reliquary::legacy::ImportReport, json: bool) -> anyhow::Result<()> {

@@ -171,16 +171,15 @@ pub fn rollback(
     Ok(changed)
 }
 
-/// Whether branch retention removes `doc`: a branch build whose bytes have not changed, and
-/// that nobody downloaded, since `cutoff`. Releases are never removed by retention.
+/// Whether branch retention removes an artefact: a branch build whose bytes have not changed,
+/// and that nobody downloaded, since `cutoff`. Releases are never removed by retention.
 pub fn retention_due(
-    doc: &Artefact,
+    kind: Kind,
+    data_updated_at: Timestamp,
     last_downloaded: Option<Timestamp>,
     cutoff: Timestamp,
 ) -> bool {
-    doc.kind == Kind::Branch
-        && doc.data_updated_at < cutoff
-        && last_downloaded.is_none_or(|at| at < cutoff)
+    kind == Kind::Branch && data_updated_at < cutoff && last_downloaded.is_none_or(|at| at < cutoff)
 }
 
 #[cfg(test)]
@@ -304,27 +303,18 @@ mod tests {
 
     #[test]
     fn retention_removes_only_idle_branch_builds() {
-        let mut doc = doc(Kind::Branch, &["1.0.0"]);
-        doc.data_updated_at = Timestamp::from_millis(10);
-        let cutoff = Timestamp::from_millis(100);
-        assert!(retention_due(&doc, None, cutoff));
-        assert!(retention_due(
-            &doc,
-            Some(Timestamp::from_millis(99)),
-            cutoff
-        ));
-        assert!(!retention_due(
-            &doc,
-            Some(Timestamp::from_millis(100)),
-            cutoff
-        ));
-        doc.data_updated_at = Timestamp::from_millis(100);
+        let at = Timestamp::from_millis;
+        let cutoff = at(100);
+        assert!(retention_due(Kind::Branch, at(10), None, cutoff));
+        assert!(retention_due(Kind::Branch, at(10), Some(at(99)), cutoff));
+        assert!(!retention_due(Kind::Branch, at(10), Some(at(100)), cutoff));
         assert!(
-            !retention_due(&doc, None, cutoff),
+            !retention_due(Kind::Branch, at(100), None, cutoff),
             "rebuilt within the window"
         );
-        doc.data_updated_at = Timestamp::from_millis(10);
-        doc.kind = Kind::Release;
-        assert!(!retention_due(&doc, None, cutoff), "never a release");
+        assert!(
+            !retention_due(Kind::Release, at(10), None, cutoff),
+            "never a release"
+        );
     }
 }

@@ -115,6 +115,8 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Result<Response> {
     let served = registry.served(&caller, &id).await?;
+    // A host whose cached copy is current asks for the document only: that is a use too.
+    registry.record_download(&id);
     let etag = format!("\"{}\"", served.doc.revision);
     if none_match(header(&headers, IF_NONE_MATCH), &etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag)]).into_response());
@@ -139,6 +141,7 @@ pub async fn tarball(
 ) -> Result<Response> {
     let requested = architecture(query.architecture)?;
     let (doc, resolved, slot) = registry.resolve_tarball(&caller, &id, &requested).await?;
+    registry.record_download(&id);
     let etag = format!("\"sha256:{}\"", slot.sha256);
     let mut response_headers = HeaderMap::new();
     response_headers.insert(ETAG, value(&etag));

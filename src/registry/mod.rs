@@ -22,9 +22,11 @@ mod audit;
 mod documents;
 mod keys;
 mod lifecycle;
+mod upkeep;
 
 pub use artefacts::{decode_cursor, encode_cursor};
 pub use documents::Served;
+pub use upkeep::{RetentionReport, FLUSH_INTERVAL};
 
 /// How often a write retries after losing a compare-and-swap race before giving up with 409.
 const CAS_ATTEMPTS: usize = 8;
@@ -42,6 +44,11 @@ pub struct Registry {
     pub audit_retention_days: u32,
     /// Replaced slots kept per architecture.
     pub history_per_slot: usize,
+    /// `None`: branch builds are kept forever.
+    pub branch_retention: Option<std::time::Duration>,
+    pub upkeep_interval: std::time::Duration,
+    /// Downloads noted for `lastDownloadedAt`, written in the background.
+    downloads: upkeep::Downloads,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub audit: AuditLog,
     pub clock: Arc<dyn Clock>,
@@ -114,6 +121,9 @@ impl Registry {
             tarball_limits: config.tarball_limits.clone(),
             audit_retention_days: config.audit_retention_days,
             history_per_slot: config.history_per_slot,
+            branch_retention: config.branch_retention,
+            upkeep_interval: config.upkeep_interval,
+            downloads: upkeep::Downloads::new(config.branch_retention),
             metrics,
             changes: Arc::default(),
             documents: Default::default(),

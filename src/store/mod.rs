@@ -261,6 +261,37 @@ pub trait GcStore: Send + Sync + 'static {
     async fn clear_marks(&self, digests: &[String]) -> StoreResult<()>;
 }
 
+/// A branch artefact that retention may remove: how long its bytes and its downloads are idle.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionCandidate {
+    pub id: String,
+    /// The revision seen; the deletion is a compare-and-swap on it, so a rebuild wins.
+    pub revision: i64,
+    pub data_updated_at: Timestamp,
+    pub last_downloaded_at: Option<Timestamp>,
+}
+
+/// When each artefact was last downloaded, kept apart from the document so that recording a
+/// download never changes a revision, and the query branch retention runs on.
+#[async_trait]
+pub trait RetentionStore: Send + Sync + 'static {
+    /// Raises each id's `lastDownloadedAt` to the time given (never lowers it).
+    async fn record_downloads(&self, seen: &[(String, Timestamp)]) -> StoreResult<()>;
+    async fn last_downloaded(&self, id: &str) -> StoreResult<Option<Timestamp>>;
+    /// Branch artefacts whose bytes changed before `cutoff` and that were not downloaded since,
+    /// oldest bytes first. Found through an index on (kind, dataUpdatedAt), so the walk covers
+    /// idle branch builds only.
+    async fn retention_candidates(&self, cutoff: Timestamp)
+        -> StoreResult<Vec<RetentionCandidate>>;
+}
+
 /// Everything the server needs from a metadata backend.
-pub trait MetadataStore: ArtefactStore + KeyStore + AuditStore + RemoteStore + GcStore {}
-impl<T: ArtefactStore + KeyStore + AuditStore + RemoteStore + GcStore> MetadataStore for T {}
+pub trait MetadataStore:
+    ArtefactStore + KeyStore + AuditStore + RemoteStore + GcStore + RetentionStore
+{
+}
+impl<T: ArtefactStore + KeyStore + AuditStore + RemoteStore + GcStore + RetentionStore>
+    MetadataStore for T
+{
+}

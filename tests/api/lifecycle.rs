@@ -3,6 +3,8 @@
 
 use std::process::Command;
 
+use reliquary::domain::visibility::Visibility;
+use reliquary_client::types::Timestamp;
 use reliquary_client::Client;
 use serde_json::{json, Value};
 
@@ -679,5 +681,247 @@ async fn the_cli_withdraws_a_release_in_one_command() {
     assert!(
         !ok && err.contains("<MESSAGE>"),
         "a message or --clear: {err}"
+    );
+}
+
+const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+async fn status_of(server: &TestServer, id: &str) -> u16 {
+    server
+        .admin_get(&format!("/artefacts/{}", encode(id)))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Whether the artefact exists, asked of the store: an API read would count as a download.
+async fn exists(server: &TestServer, id: &str) -> bool {
+    server
+        .registry
+        .store
+        .get(id, &Visibility::all())
+        .await
+        .unwrap()
+        .is_some()
+}
+
+#[tokio::test]
+async fn retention_removes_idle_branch_builds_and_keeps_those_in_use() {
+    let clock = reliquary::clock::ManualClock::starting_now();
+    let server = TestServer::start_with({
+        let clock = clock.clone();
+        move |c| {
+            c.clock = clock;
+            c.branch_retention = Some(30 * DAY);
+            // Upkeep is driven by the test; the periodic task only runs its first pass.
+            c.upkeep_interval = 1000 * DAY;
+        }
+    })
+    .await;
+    for id in ["idle@main", "used@main", "checked@main", "rebuilt@main"] {
+        server
+            .upload_ok(
+                id,
+                "kind=branch",
+                npm_tarball_with(id.split('@').next().unwrap(), "1.0.0", b"a"),
+                201,
+            )
+            .await;
+    }
+    server
+        .upload_ok("release@1", "", npm_tarball("release", "1.0.0"), 201)
+        .await;
+    let before = doc(&server, "used@main").await.1;
+
+    // Hosts use two of them: one downloads the tarball, one only revalidates its cached copy.
+    clock.advance(10 * DAY);
+    let tarball = server
+        .admin_get("/artefacts/used@main/tarball")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tarball.status(), 200);
+    let etag = server
+        .admin_get("/artefacts/checked@main")
+        .send()
+        .await
+        .unwrap()
+        .headers()["etag"]
+        .clone();
+    let revalidated = server
+        .admin_get("/artefacts/checked@main")
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revalidated.status(), 304);
+    // Noted, not written, on the request path; written by the next flush.
+    let store = &server.registry.store;
+    assert_eq!(store.last_downloaded("used@main").await.unwrap(), None);
+    server.registry.flush_downloads().await.unwrap();
+    assert!(store.last_downloaded("used@main").await.unwrap().is_some());
+    assert!(store
+        .last_downloaded("checked@main")
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        doc(&server, "used@main").await.1["revision"],
+        before["revision"],
+        "a download never changes the document"
+    );
+
+    clock.advance(10 * DAY);
+    server
+        .upload_ok(
+            "rebuilt@main",
+            "kind=branch",
+            npm_tarball_with("rebuilt", "1.0.1", b"b"),
+            200,
+        )
+        .await;
+
+    // Day 31: only the build nobody rebuilt or used in 30 days goes.
+    clock.advance(11 * DAY);
+    let report = server.registry.upkeep().await.unwrap();
+    let removed: Vec<&str> = report.removed.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(removed, ["idle@main"]);
+    assert!(!exists(&server, "idle@main").await);
+    for kept in ["used@main", "checked@main", "rebuilt@main", "release@1"] {
+        assert!(exists(&server, kept).await, "{kept}");
+    }
+    let feed: Value = server
+        .admin_get("/artefacts?since=0")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tombstone = feed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["id"] == "idle@main")
+        .unwrap();
+    assert_eq!(
+        tombstone["deleted"], true,
+        "an ordinary tombstone, for mirrors"
+    );
+    let audited = crate::federation_trust::audit(&server, "retention.delete").await;
+    assert_eq!(audited.len(), 1);
+    assert_eq!(audited[0]["artefactId"], "idle@main");
+    assert!(audited[0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("never downloaded"));
+
+    // Day 41: the 30 days since their last use have passed for the other two; never a release.
+    clock.advance(10 * DAY);
+    let report = server.registry.upkeep().await.unwrap();
+    let mut removed: Vec<&str> = report.removed.iter().map(|c| c.id.as_str()).collect();
+    removed.sort_unstable();
+    assert_eq!(removed, ["checked@main", "used@main"]);
+    clock.advance(1000 * DAY);
+    let report = server.registry.upkeep().await.unwrap();
+    let removed: Vec<&str> = report.removed.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(removed, ["rebuilt@main"]);
+    assert!(exists(&server, "release@1").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_dry_run_shows_what_retention_and_collection_would_remove() {
+    // Data written 40 days ago by this registry's clock looks 40 days old to `gc`'s real one.
+    let start = Timestamp::from_millis(Timestamp::now().millis() - 40 * 86_400_000);
+    let clock = reliquary::clock::ManualClock::starting_at(start);
+    let server = TestServer::start_with({
+        let clock = clock.clone();
+        move |c| c.clock = clock
+    })
+    .await;
+    server
+        .upload_ok(
+            "idle@main",
+            "kind=branch",
+            npm_tarball_with("idle", "1.0.0", b"i"),
+            201,
+        )
+        .await;
+    server
+        .upload_ok(
+            "used@main",
+            "kind=branch",
+            npm_tarball_with("used", "1.0.0", b"u"),
+            201,
+        )
+        .await;
+    server
+        .upload_ok("old@1", "", npm_tarball("old", "1.0.0"), 201)
+        .await;
+    clock.advance(40 * DAY);
+    assert_eq!(status_of(&server, "used@main").await, 200);
+    server.registry.flush_downloads().await.unwrap();
+
+    let gc = |extra: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_reliquary"));
+        command
+            .arg("gc")
+            .arg("--data-dir")
+            .arg(server.data_dir())
+            .args([
+                "--branch-retention",
+                "30d",
+                "--grace-seconds",
+                "0",
+                "--json",
+            ])
+            .args(extra);
+        if let Some(database) = &server.config.database {
+            command.args(["--database", database]);
+        }
+        if let Some(storage) = &server.config.storage {
+            command.args(["--storage", storage]);
+        }
+        if let Some(endpoint) = &server.config.s3_endpoint {
+            command.args(["--s3-endpoint", endpoint]);
+        }
+        let output = command.output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()
+    };
+    let dry = gc(&["--dry-run"]);
+    assert_eq!(dry["retention"]["dryRun"], true);
+    let listed: Vec<&str> = dry["retention"]["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["idle@main"], "{dry}");
+    assert_eq!(
+        dry["retention"]["removed"][0]["lastDownloadedAt"],
+        Value::Null
+    );
+    assert_eq!(
+        status_of(&server, "idle@main").await,
+        200,
+        "a dry run removes nothing"
+    );
+
+    let applied = gc(&[]);
+    assert_eq!(applied["retention"]["removed"][0]["id"], "idle@main");
+    assert_eq!(status_of(&server, "idle@main").await, 404);
+    assert_eq!(status_of(&server, "used@main").await, 200);
+    let swept = gc(&[]);
+    assert_eq!(
+        swept["removedBlobs"],
+        json!([sha256_hex(&npm_tarball_with("idle", "1.0.0", b"i"))]),
+        "its blob goes once marked and past the grace period"
     );
 }

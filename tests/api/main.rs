@@ -11,6 +11,7 @@ mod common;
 #[macro_use]
 mod conformance;
 mod conformance_accounts;
+mod conformance_lifecycle;
 mod download;
 mod edge;
 mod faults;

@@ -11,6 +11,7 @@ mod artefacts;
 mod audit;
 mod keys;
 mod remotes;
+mod retention;
 
 use std::time::Duration;
 
@@ -34,6 +35,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "remotes",
         include_str!("../../../migrations/mongodb/0002_remotes.json"),
+    ),
+    (
+        3,
+        "retention",
+        include_str!("../../../migrations/mongodb/0003_retention.json"),
     ),
 ];
 

@@ -16,7 +16,8 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBeha
 use super::{
     check_schema_not_newer, next_revision, page_of, search_text, ArtefactStore, AuditQuery,
     AuditRecord, AuditStore, BrowseQuery, Changes, GcStore, KeyRecord, KeyStore, RemoteConfig,
-    RemoteRecord, RemoteState, RemoteStore, StoreError, StoreResult,
+    RemoteRecord, RemoteState, RemoteStore, RetentionCandidate, RetentionStore, StoreError,
+    StoreResult,
 };
 use crate::domain::visibility::Visibility;
 
@@ -25,6 +26,7 @@ mod audit;
 mod gc;
 mod keys;
 mod remotes;
+mod retention;
 
 /// The schema migrations, in order; each is applied once, in a transaction with its record.
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -47,6 +49,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "gc_marks",
         include_str!("../../../migrations/sqlite/0004_gc_marks.sql"),
+    ),
+    (
+        5,
+        "retention",
+        include_str!("../../../migrations/sqlite/0005_retention.sql"),
     ),
 ];
 
