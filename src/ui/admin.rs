@@ -4,11 +4,11 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use axum::Form;
-use reliquary_client::types::{NewKey, Role, Timestamp};
+use reliquary_client::types::{NewKey, Role, Rollback, Timestamp};
 use serde::Deserialize;
 
 use super::pages::{nav, render, require_admin, Nav, PageResult};
-use super::views::{AuditRow, KeyRow, RemoteRow};
+use super::views::{self, AuditRow, KeyRow, RemoteRow};
 use super::{Page, Visitor};
 use crate::app::AppState;
 use crate::registry::DEFAULT_PAGE;
@@ -71,6 +71,46 @@ pub async fn sync_remote(
         .append_pair("flash", &message)
         .finish();
     Ok(Page::redirect(&format!("/ui/remotes?{q}")))
+}
+
+#[derive(Deserialize)]
+pub struct RollbackForm {
+    #[serde(default)]
+    csrf: String,
+    version: String,
+    /// Empty: every slot whose history holds the version.
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// The rollback button on an artefact's page (admin).
+pub async fn rollback(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    Path(id): Path<String>,
+    Form(form): Form<RollbackForm>,
+) -> PageResult {
+    let page = format!("/ui/artefacts/{}", views::path_id(&id));
+    require_admin(&visitor, &page)?;
+    visitor.check_csrf(&form.csrf)?;
+    let request = Rollback {
+        version: form.version.clone(),
+        architecture: Some(form.architecture).filter(|a| !a.is_empty()),
+        reason: form.reason,
+    };
+    let message = match state.registry.rollback(&visitor.caller, &id, request).await {
+        Ok(_) => format!(
+            "Rolled back to {}; the versions it replaced are yanked.",
+            form.version
+        ),
+        Err(error) => format!("Rollback refused: {}", error.message),
+    };
+    let q = form_urlencoded::Serializer::new(String::new())
+        .append_pair("flash", &message)
+        .finish();
+    Ok(Page::redirect(&format!("{page}?{q}")))
 }
 
 #[derive(Template)]

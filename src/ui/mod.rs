@@ -30,6 +30,7 @@ pub fn router() -> Router<AppState> {
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
         .route("/ui/", get(pages::list))
         .route("/ui/artefacts/{id}", get(pages::artefact))
+        .route("/ui/artefacts/{id}/rollback", post(admin::rollback))
         .route("/ui/remotes", get(admin::remotes))
         .route("/ui/remotes/{name}/sync", post(admin::sync_remote))
         .route("/ui/keys", get(admin::keys).post(admin::create_key))

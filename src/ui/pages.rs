@@ -4,13 +4,14 @@
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use reliquary_client::types::{Artefact, Origin, Timestamp};
+use reliquary_client::types::{Artefact, Kind, Origin, Timestamp};
 use serde::Deserialize;
 
-use super::views::{self, ArtefactRow, SlotView};
+use super::views::{self, ArtefactRow, HistoryRow, SlotView};
 use super::{Page, Visitor};
 use crate::app::AppState;
 use crate::domain::id::validate_id;
+use crate::domain::lifecycle::history_items;
 use crate::registry::{decode_cursor, DEFAULT_PAGE};
 use crate::store::BrowseQuery;
 use reliquary_client::jws::verify_slot;
@@ -167,15 +168,30 @@ struct ArtefactPage {
     changed_ago: String,
     origin: Option<Origin>,
     slots: Vec<SlotView>,
+    history: Vec<HistoryRow>,
+    /// The versions a rollback may go back to, for the admin's form (empty: no form).
+    rollback_versions: Vec<String>,
+    rollback_architectures: Vec<String>,
+    last_downloaded: String,
+    retention: Option<String>,
+    flash: Option<String>,
+    /// The id as one path segment, for the form's action.
+    path_id: String,
     ensure_snippet: String,
     curl_snippet: String,
 }
 
-/// `/ui/artefacts/{id}`: one artefact with every slot.
+#[derive(Deserialize)]
+pub struct FlashQuery {
+    flash: Option<String>,
+}
+
+/// `/ui/artefacts/{id}`: one artefact with every slot and their history.
 pub async fn artefact(
     State(state): State<AppState>,
     visitor: Visitor,
     Path(id): Path<String>,
+    Query(query): Query<FlashQuery>,
     headers: HeaderMap,
 ) -> PageResult {
     let base = headers
@@ -230,8 +246,41 @@ pub async fn artefact(
             }
         })
         .collect();
+    let history: Vec<HistoryRow> = history_items(&doc, None)
+        .iter()
+        .map(HistoryRow::of)
+        .collect();
+    let may_roll_back = visitor.caller.is_admin() && doc.origin.is_none();
+    let mut rollback_versions: Vec<String> = Vec::new();
+    if may_roll_back {
+        for row in &history {
+            if !rollback_versions.contains(&row.version) {
+                rollback_versions.push(row.version.clone());
+            }
+        }
+    }
+    let rollback_architectures = doc.history.keys().cloned().collect();
+    let last_downloaded = state
+        .registry
+        .last_downloaded(&doc.id)
+        .await?
+        .map_or_else(|| "not recorded".to_owned(), |at| at.to_string());
+    let retention = match (doc.kind, state.registry.branch_retention) {
+        (Kind::Branch, Some(period)) => Some(format!(
+            "removed after {} with neither a new build nor a download",
+            humantime::format_duration(period)
+        )),
+        _ => None,
+    };
     render(&ArtefactPage {
         nav: nav(&state, &visitor, "artefacts"),
+        history,
+        rollback_versions,
+        rollback_architectures,
+        last_downloaded,
+        retention,
+        flash: query.flash,
+        path_id: path_id.clone(),
         chip: views::chip(&doc),
         licence: doc.licence.clone().unwrap_or_else(|| "—".into()),
         description: doc.description.clone().unwrap_or_default(),
@@ -299,12 +348,32 @@ mod tests {
             changed_ago: "just now".into(),
             origin: None,
             slots: vec![],
+            history: vec![HistoryRow {
+                architecture: "x64".into(),
+                version: "1.0.0".into(),
+                sha256: "a".repeat(64),
+                sha256_short: "a".repeat(12),
+                uploaded_at: now.to_string(),
+                replaced_at: now.to_string(),
+                yanked: Some(("<script>alert(2)</script>".into(), now.to_string())),
+            }],
+            rollback_versions: vec!["1.0.0".into()],
+            rollback_architectures: vec!["x64".into()],
+            last_downloaded: "not recorded".into(),
+            retention: None,
+            flash: Some("<img src=x onerror=alert(3)>".into()),
+            path_id: "acme%401".into(),
             ensure_snippet: String::new(),
             curl_snippet: String::new(),
             doc: doc.clone(),
         };
         let html = page.render().unwrap();
         assert!(!html.contains("<script>alert(1)</script>"), "{html}");
+        assert!(
+            !html.contains("<script>alert(2)</script>"),
+            "a yank reason is text"
+        );
+        assert!(html.contains("alert(2)") && html.contains("alert(3)"));
         assert!(html.contains("alert(1)"), "shown as text");
         assert!(!html.contains("<img src=x"));
 

@@ -81,6 +81,36 @@ pub struct SlotView {
     pub download: String,
 }
 
+/// One history entry on the artefact page.
+pub struct HistoryRow {
+    pub architecture: String,
+    pub version: String,
+    pub sha256: String,
+    pub sha256_short: String,
+    pub uploaded_at: String,
+    pub replaced_at: String,
+    /// `Some((reason, at))` when a rollback withdrew it.
+    pub yanked: Option<(String, String)>,
+}
+
+impl HistoryRow {
+    pub fn of(item: &reliquary_client::types::HistoryItem) -> Self {
+        let entry = &item.entry;
+        Self {
+            architecture: item.architecture.clone(),
+            version: entry.slot.version.clone(),
+            sha256: entry.slot.sha256.clone(),
+            sha256_short: entry.slot.sha256.chars().take(12).collect(),
+            uploaded_at: entry.slot.uploaded_at.to_string(),
+            replaced_at: entry.replaced_at.to_string(),
+            yanked: entry
+                .yanked
+                .as_ref()
+                .map(|y| (y.reason.clone(), y.at.to_string())),
+        }
+    }
+}
+
 pub struct RemoteRow {
     pub name: String,
     pub url: String,

@@ -925,3 +925,101 @@ async fn gc_dry_run_shows_what_retention_and_collection_would_remove() {
         "its blob goes once marked and past the grace period"
     );
 }
+
+/// Logs in to the UI with a token; returns the session cookie (`name=value`).
+async fn ui_session(server: &TestServer, token: &str) -> String {
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = no_redirects
+        .post(format!("{}/ui/login", server.url))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_ui_shows_history_and_its_rollback_form_needs_an_admin_session_and_the_csrf_token() {
+    let server = TestServer::start().await;
+    server
+        .upload_ok("acme@1", "", npm_tarball_with("acme", "1.0.0", b"a"), 201)
+        .await;
+    server
+        .upload_ok("acme@1", "", npm_tarball_with("acme", "1.1.0", b"b"), 200)
+        .await;
+    let page = |cookie: Option<String>| {
+        let mut request = server.get("/ui/artefacts/acme@1");
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let anonymous = page(None).await;
+    assert!(
+        anonymous.contains("data-testid=\"history\"")
+            && anonymous.contains("data-version=\"1.0.0\"")
+    );
+    assert!(!anonymous.contains("rollback-form"), "no form for visitors");
+
+    let cookie = ui_session(&server, ADMIN_TOKEN).await;
+    let admin = page(Some(cookie.clone())).await;
+    assert!(admin.contains("rollback-form"));
+    let csrf = admin
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let post = |form: Vec<(&'static str, String)>| {
+        server
+            .client
+            .post(format!("{}/ui/artefacts/acme@1/rollback", server.url))
+            .header("cookie", cookie.clone())
+            .form(&form)
+            .send()
+    };
+    let version = || ("version", "1.0.0".to_owned());
+    let reason = || ("reason", "broken".to_owned());
+    for forged in [
+        vec![version(), reason()],
+        vec![("csrf", "guess".into()), version(), reason()],
+    ] {
+        let refused = post(forged).await.unwrap();
+        assert_eq!(refused.status(), 403);
+    }
+    assert_eq!(
+        doc(&server, "acme@1").await.1["version"],
+        "1.1.0",
+        "nothing changed"
+    );
+
+    let done = post(vec![
+        ("csrf", csrf),
+        version(),
+        reason(),
+        ("architecture", String::new()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(done.status(), 200);
+    assert!(
+        done.url()
+            .as_str()
+            .contains("/ui/artefacts/acme@1?flash=Rolled+back"),
+        "back to the page with a message: {}",
+        done.url()
+    );
+    assert_eq!(doc(&server, "acme@1").await.1["version"], "1.0.0");
+    let after = page(Some(cookie)).await;
+    assert!(
+        after.contains("data-testid=\"yanked\"") && after.contains("broken"),
+        "{after}"
+    );
+}

@@ -51,6 +51,10 @@ async fn the_ui_works_in_a_real_browser() {
             201,
         )
         .await;
+    // A second release of widget@2, so its page has history to roll back to.
+    server
+        .upload_ok("widget@2", "", npm_tarball("widget", "2.1.0"), 200)
+        .await;
     production
         .upload_ok("mirrored@1", "", npm_tarball("mirrored", "1.0.0"), 201)
         .await;

@@ -56,6 +56,13 @@ try {
   check("markup in a description is shown as text", () => assert.equal(description, "<b>Acme</b> plugin x64"));
   await page.screenshot({ path: `${shots}/artefact.png`, fullPage: true });
 
+  // History: visitors see it, but no rollback form.
+  await page.goto(`${base}/ui/artefacts/widget@2`);
+  const historyVersions = await page.locator('[data-testid="history"] tbody tr').evaluateAll((rows) => rows.map((r) => r.dataset.version));
+  check("the history of each slot is shown", () => assert.deepEqual(historyVersions, ["2.0.0"]));
+  const visitorForms = await page.locator('[data-testid="rollback-form"]').count();
+  check("visitors get no rollback form", () => assert.equal(visitorForms, 0));
+
   // Admin pages ask for a token and keep a session cookie.
   await page.goto(`${base}/ui/keys`);
   check("admin pages redirect to the login form", () => assert.match(page.url(), /\/ui\/login/));
@@ -101,6 +108,23 @@ try {
   await page.goto(`${base}/ui/?kind=branch`);
   const branches = await page.locator('[data-testid="artefacts"] tbody td:first-child').allTextContents();
   check("an admin sees branch artefacts", () => assert.deepEqual(branches, ["acme-plugin@main"]));
+
+  // Roll a release back from its page: the replaced version is marked yanked, with the reason.
+  await page.goto(`${base}/ui/artefacts/widget@2`);
+  await page.selectOption('[data-testid="rollback-form"] select[name="version"]', "2.0.0");
+  await page.fill('[data-testid="rollback-form"] input[name="reason"]', "2.1.0 loses data");
+  await page.screenshot({ path: `${shots}/rollback.png`, fullPage: true });
+  await page.click('button:has-text("Roll back and yank")');
+  await page.waitForURL(/flash=/);
+  const rolled = await page.locator('[data-testid="flash"]').textContent();
+  check("a rollback reports what it did", () => assert.match(rolled, /Rolled back to 2\.0\.0/));
+  const served = await page.locator('[data-testid="slots"] tbody tr td:nth-child(2)').allTextContents();
+  check("the slot serves the earlier version again", () => assert.deepEqual(served, ["2.0.0"]));
+  const yanked = await page.locator('[data-testid="history"] tr[data-version="2.1.0"]').textContent();
+  check("the version rolled back from is yanked with its reason", () => {
+    assert.match(yanked, /yanked/);
+    assert.match(yanked, /2\.1\.0 loses data/);
+  });
 
   // Audit and remotes.
   await page.goto(`${base}/ui/audit?action=key.revoke`);
