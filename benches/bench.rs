@@ -17,7 +17,7 @@ use serde_json::json;
 
 mod parts;
 
-const TOKEN: &str = "bench-admin-token-0123456789abcdefghijkl";
+pub(crate) const TOKEN: &str = "bench-admin-token-0123456789abcdefghijkl";
 
 pub(crate) fn row(
     area: &str,
@@ -30,7 +30,7 @@ pub(crate) fn row(
     println!("ROW\t{area}\t{what}\t{ours}\t{baseline}\t{ratio}\t{goal}");
 }
 
-fn percentile(samples: &mut [f64], p: f64) -> f64 {
+pub(crate) fn percentile(samples: &mut [f64], p: f64) -> f64 {
     samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
     samples[((samples.len() - 1) as f64 * p).round() as usize]
 }
@@ -431,5 +431,8 @@ async fn main() {
     }
     if only.is_empty() || only.contains("client") {
         client_cache().await;
+    }
+    if only.is_empty() || only.contains("upkeep") {
+        parts::upkeep::upkeep_pass().await;
     }
 }

@@ -1,3 +1,4 @@
 //! Parts of the in-process benchmarks that stand on their own.
 
 pub mod mongo_plans;
+pub mod upkeep;
