@@ -29,9 +29,9 @@ fn populate(path: &std::path::Path, now: Timestamp) -> usize {
             .unwrap();
         for i in 0..COUNT {
             let mut doc = artefact(i, now);
-            if doc.kind == Kind::Branch && i % 20 == 0 {
+            if doc.kind == Kind::Branch && i.is_multiple_of(20) {
                 doc.data_updated_at = old;
-                if i % 40 == 0 {
+                if i.is_multiple_of(40) {
                     download
                         .execute(rusqlite::params![doc.id, yesterday.to_string()])
                         .unwrap();
@@ -67,7 +67,10 @@ async fn latencies(url: String, stop: Arc<std::sync::atomic::AtomicBool>) -> Vec
     let mut i = 1usize;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         i = (i * 7919 + 13) % COUNT;
-        let id = format!("pkg{:06}@1", if i % 10 == 0 { i + 1 } else { i } % COUNT);
+        let id = format!(
+            "pkg{:06}@1",
+            if i.is_multiple_of(10) { i + 1 } else { i } % COUNT
+        );
         let started = Instant::now();
         let response = client
             .get(format!("{url}/artefacts/{id}"))
