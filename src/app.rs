@@ -27,20 +27,23 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(registry: Arc<Registry>, config: &Config) -> Self {
-        let federation = Federation::new(SyncContext {
-            artefacts: registry.store.clone(),
-            remotes: registry.store.clone(),
-            blobs: registry.blobs.clone(),
-            signer: registry.signer.clone(),
-            metrics: registry.metrics.clone(),
-            audit: registry.audit.clone(),
-            changes: registry.changes.clone(),
-            body_limits: registry.body_limits.clone(),
-            tarball_limits: registry.tarball_limits.clone(),
-            peer_timeout: config.peer_timeout,
-            history_per_slot: registry.history_per_slot,
-            clock: registry.clock.clone(),
-        });
+        let federation = Federation::new(
+            SyncContext {
+                artefacts: registry.store.clone(),
+                remotes: registry.store.clone(),
+                blobs: registry.blobs.clone(),
+                signer: registry.signer.clone(),
+                metrics: registry.metrics.clone(),
+                audit: registry.audit.clone(),
+                changes: registry.changes.clone(),
+                body_limits: registry.body_limits.clone(),
+                tarball_limits: registry.tarball_limits.clone(),
+                peer_timeout: config.peer_timeout,
+                history_per_slot: registry.history_per_slot,
+                clock: registry.clock.clone(),
+            },
+            config.sync_lease,
+        );
         Self {
             metrics: registry.metrics.clone(),
             federation: Arc::new(federation),
@@ -109,6 +112,17 @@ pub async fn serve(
 
     let housekeeping = tokio::spawn(housekeeping(app.registry.clone()));
     app.federation.start_all().await;
+    let workers = tokio::spawn({
+        let federation = app.federation.clone();
+        async move {
+            let mut every = tokio::time::interval(federation.reconcile_interval());
+            every.tick().await;
+            loop {
+                every.tick().await;
+                federation.reconcile().await;
+            }
+        }
+    });
     let state = app.clone();
     let app = router(app);
     tracing::info!(address = %listener.local_addr()?, "reliquary is serving");
@@ -161,6 +175,7 @@ pub async fn serve(
     // In-flight requests, transfers included, finish; idle connections close.
     graceful.shutdown().await;
     housekeeping.abort();
+    workers.abort();
     if let Err(error) = state.registry.flush_downloads().await {
         tracing::warn!(code = error.code, "could not record the last downloads");
     }

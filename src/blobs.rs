@@ -106,6 +106,8 @@ pub struct Blobs {
     /// copy cannot go stale, and serving one skips the file open (or the S3 GET) that cost more
     /// than the rest of a small download (docs/benchmarks.md).
     small_blobs: Arc<BytesCache<Bytes>>,
+    /// For S3: the bucket's own client (it signs URLs) and the root dir blobs live under.
+    presigner: Option<(Arc<object_store::aws::AmazonS3>, String)>,
 }
 
 /// Read size for local downloads: each chunk costs a trip to the blocking pool, and at 4 MiB
@@ -131,6 +133,7 @@ impl Blobs {
             store,
             local_root: None,
             small_blobs: small_blob_cache(),
+            presigner: None,
         }
     }
 
@@ -146,6 +149,7 @@ impl Blobs {
             store: Arc::new(store),
             local_root: Some(root.canonicalize()?),
             small_blobs: small_blob_cache(),
+            presigner: None,
         })
     }
 
@@ -181,13 +185,53 @@ impl Blobs {
         {
             builder = builder.with_region("us-east-1");
         }
-        let store: Arc<dyn ObjectStore> = Arc::new(builder.build()?);
+        let s3 = Arc::new(builder.build()?);
+        let store: Arc<dyn ObjectStore> = s3.clone();
         let root = root.trim_matches('/');
-        Ok(Self::new(if root.is_empty() {
+        let mut blobs = Self::new(if root.is_empty() {
             store
         } else {
             Arc::new(PrefixStore::new(store, root))
-        }))
+        });
+        blobs.presigner = Some((s3, root.to_owned()));
+        Ok(blobs)
+    }
+
+    /// Whether [`Self::presigned_download`] can sign (the blobs are in S3).
+    pub fn can_presign(&self) -> bool {
+        self.presigner.is_some()
+    }
+
+    /// A URL that lets whoever holds it GET one tarball straight from the bucket until `ttl`
+    /// passes, served as a gzip download named `filename`. `None` when the blobs are not in S3.
+    pub async fn presigned_download(
+        &self,
+        sha256: &str,
+        ttl: Duration,
+        filename: &str,
+    ) -> Result<Option<String>, object_store::Error> {
+        use object_store::signer::{SignedUrlOptions, Signer};
+        let Some((s3, root)) = &self.presigner else {
+            return Ok(None);
+        };
+        let key = BlobKey::sha256(sha256).path();
+        let path = if root.is_empty() {
+            key
+        } else {
+            Path::from(format!("{root}/{key}"))
+        };
+        // The bucket answers with the headers a download from the registry has.
+        let options = SignedUrlOptions::new().with_query([
+            ("response-content-type", "application/gzip".to_owned()),
+            (
+                "response-content-disposition",
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ]);
+        let url = s3
+            .signed_url_opts(object_store::signer::Method::GET, &path, ttl, &options)
+            .await?;
+        Ok(Some(url.to_string()))
     }
 
     /// Starts streaming an upload into a fresh temporary key.

@@ -97,6 +97,16 @@ pub struct ServeArgs {
     /// How often upkeep (branch retention) runs (`1h`).
     #[arg(long, env = "RELIQUARY_UPKEEP_INTERVAL", value_parser = parse_duration)]
     pub upkeep_interval: Option<Duration>,
+    /// Answer tarball downloads with a 302 to a presigned URL of the blob (S3 storage only).
+    #[arg(long, env = "RELIQUARY_STORAGE_REDIRECT")]
+    pub storage_redirect: bool,
+    /// How long a presigned download URL stays valid (`5m`).
+    #[arg(long, env = "RELIQUARY_STORAGE_REDIRECT_TTL", value_parser = parse_duration)]
+    pub storage_redirect_ttl: Option<Duration>,
+    /// How long a replica's hold on a remote's sync lasts without renewal (`90s`): a replica
+    /// that dies is replaced within it.
+    #[arg(long, env = "RELIQUARY_SYNC_LEASE", value_parser = parse_duration)]
+    pub sync_lease: Option<Duration>,
 }
 
 /// A duration as the flags take it: `90s`, `15m`, `12h`, `30d` (humantime's grammar).
@@ -138,6 +148,9 @@ struct FileConfig {
     history_per_slot: Option<usize>,
     branch_retention: Option<String>,
     upkeep_interval: Option<String>,
+    storage_redirect: Option<bool>,
+    storage_redirect_ttl: Option<String>,
+    sync_lease: Option<String>,
 }
 
 /// The resolved configuration of a registry.
@@ -166,6 +179,10 @@ pub struct Config {
     /// `None`: branch builds are kept forever.
     pub branch_retention: Option<Duration>,
     pub upkeep_interval: Duration,
+    /// `Some(ttl)`: tarball downloads are redirected to presigned URLs valid this long.
+    pub storage_redirect: Option<Duration>,
+    /// How long a sync lease lasts without renewal.
+    pub sync_lease: Duration,
     /// Bytes of streamed response chunks all connections together may hold in memory.
     pub response_memory_budget: u64,
     /// Where "now" comes from (tests drive a manual clock).
@@ -195,6 +212,8 @@ impl Config {
             history_per_slot: 10,
             branch_retention: None,
             upkeep_interval: Duration::from_secs(3600),
+            storage_redirect: None,
+            sync_lease: Duration::from_secs(90),
             response_memory_budget: 128 << 20,
             clock: crate::clock::system(),
         }
@@ -294,6 +313,17 @@ impl Config {
             .upkeep_interval
             .or(duration_from_file(file.upkeep_interval.as_ref())?)
             .unwrap_or(config.upkeep_interval);
+        if args.storage_redirect || file.storage_redirect.unwrap_or(false) {
+            config.storage_redirect = Some(
+                args.storage_redirect_ttl
+                    .or(duration_from_file(file.storage_redirect_ttl.as_ref())?)
+                    .unwrap_or(Duration::from_secs(300)),
+            );
+        }
+        config.sync_lease = args
+            .sync_lease
+            .or(duration_from_file(file.sync_lease.as_ref())?)
+            .unwrap_or(config.sync_lease);
         config.validate()?;
         Ok(config)
     }
@@ -309,6 +339,21 @@ impl Config {
             self.history_per_slot <= crate::domain::lifecycle::MAX_HISTORY_PER_SLOT,
             "--history-per-slot is at most {} (history travels inside every document)",
             crate::domain::lifecycle::MAX_HISTORY_PER_SLOT
+        );
+        if let Some(ttl) = self.storage_redirect {
+            anyhow::ensure!(
+                self.storage.as_deref().is_some_and(|s| s.starts_with("s3://")),
+                "--storage-redirect needs S3 storage (--storage s3://bucket/dir): local files have no URL to redirect to"
+            );
+            // SigV4 presigned URLs live at most seven days.
+            anyhow::ensure!(
+                ttl <= Duration::from_secs(7 * 86_400),
+                "--storage-redirect-ttl is at most 7d (the longest a presigned S3 URL is valid)"
+            );
+        }
+        anyhow::ensure!(
+            self.sync_lease >= Duration::from_secs(2),
+            "--sync-lease is at least 2s"
         );
         anyhow::ensure!(
             !self.registry_name.is_empty() && self.registry_name.len() <= 64,

@@ -104,6 +104,10 @@ pub async fn open_stores_and_keys(config: &Config) -> anyhow::Result<Arc<Registr
         tracing::info!(%migration, "applied schema migration");
     }
     let blobs = open_blobs(config)?;
+    anyhow::ensure!(
+        config.storage_redirect.is_none() || blobs.can_presign(),
+        "--storage-redirect needs S3 storage (--storage s3://bucket/dir): local files have no URL to redirect to"
+    );
     let signer = Signer::load(
         &config.registry_name,
         &config.signing_keys,

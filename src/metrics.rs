@@ -33,6 +33,11 @@ struct RemoteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    delivery: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -50,6 +55,7 @@ pub struct Metrics {
     sync_bytes: Family<RemoteLabels, Counter>,
     sync_errors: Family<RemoteLabels, Counter>,
     open_connections: Gauge,
+    downloads: Family<DeliveryLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -123,6 +129,12 @@ impl Default for Metrics {
             "Client connections open now (bounded by the header and send timeouts)",
             open_connections.clone(),
         );
+        let downloads = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "tarball_downloads",
+            "Tarball downloads by delivery: streamed through this replica, or redirected to object storage",
+            downloads.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             requests,
@@ -136,6 +148,7 @@ impl Default for Metrics {
             sync_bytes,
             sync_errors,
             open_connections,
+            downloads,
         }
     }
 }
@@ -187,6 +200,13 @@ impl Metrics {
 
     pub fn open_connections(&self) -> i64 {
         self.open_connections.get()
+    }
+
+    /// One tarball download, streamed here (`stream`) or redirected to storage (`redirect`).
+    pub fn tarball_download(&self, delivery: &'static str) {
+        self.downloads
+            .get_or_create(&DeliveryLabels { delivery })
+            .inc();
     }
 
     pub fn upload_rejected(&self, reason: &str) {

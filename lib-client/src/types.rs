@@ -383,6 +383,19 @@ pub struct Remote {
     /// Every key set pinned through this remote, with its source.
     #[serde(default)]
     pub pinned_keys: Vec<RegistryKeys>,
+    /// The replica that syncs this remote now, while its lease is live; `null` otherwise.
+    #[serde(default)]
+    pub lease: Option<RemoteLease>,
+}
+
+/// Which replica holds a remote's sync lease, and until when (it renews it while it syncs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteLease {
+    pub holder: String,
+    pub until: Timestamp,
+    /// Whether the replica that answered is the holder.
+    pub this_replica: bool,
 }
 
 /// `POST /remotes/{name}/sync`: what one pass did.

@@ -120,8 +120,12 @@ fn describe(remote: &Remote) -> String {
         (None, Some(at)) => format!("ok at {at}"),
         (None, None) => "never synced".into(),
     };
+    let lease = remote.lease.as_ref().map_or_else(
+        || "lease=none".to_owned(),
+        |l| format!("lease={} until {}", l.holder, l.until),
+    );
     format!(
-        "{}  {}  registry={} {} lag={} mirrored={}  {}",
+        "{}  {}  registry={} {} lag={} mirrored={} {lease}  {}",
         remote.name,
         remote.url,
         remote.registry,

@@ -32,8 +32,6 @@ use crate::upload::BodyLimits;
 
 /// The longest a worker holds one long-poll request open.
 const MAX_WAIT_SECONDS: u64 = 25;
-/// A lease outlives a long-poll and a pass comfortably; a dead replica's lapses within it.
-const LEASE_MILLIS: i64 = 90_000;
 /// The longest back-off after repeated failures.
 const MAX_BACKOFF_SECONDS: u64 = 300;
 
@@ -60,18 +58,26 @@ pub struct SyncContext {
 /// The federation service: remotes, their pinned keys, and the running sync workers.
 pub struct Federation {
     ctx: Arc<SyncContext>,
-    /// Identifies this process as a lease holder.
+    /// Identifies this process as a lease holder: host, process id and a random suffix.
     holder: String,
+    /// How long a lease lasts without renewal; a pass renews it every third of that.
+    lease: Duration,
     workers: Mutex<HashMap<String, (CancellationToken, JoinHandle<()>)>>,
     /// One pass at a time per remote in this process (the worker's or `POST .../sync`).
     passes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Federation {
-    pub fn new(ctx: SyncContext) -> Self {
+    pub fn new(ctx: SyncContext, lease: Duration) -> Self {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "replica".into());
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
         Self {
             ctx: Arc::new(ctx),
-            holder: uuid::Uuid::new_v4().to_string(),
+            holder: format!("{host}:{}:{}", std::process::id(), &suffix[..8]),
+            lease,
             workers: Mutex::default(),
             passes: Mutex::default(),
         }
@@ -91,6 +97,33 @@ impl Federation {
             }
             Err(error) => tracing::error!(%error, "cannot list remotes; no sync workers started"),
         }
+    }
+
+    /// Starts workers for enabled remotes this process does not run yet: a remote added
+    /// through another replica, or one whose worker ended. Every replica runs a worker per
+    /// remote; the lease decides which one syncs.
+    pub async fn reconcile(self: &Arc<Self>) {
+        let remotes = match self.ctx.remotes.list_remotes().await {
+            Ok(remotes) => remotes,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list remotes to start their workers");
+                return;
+            }
+        };
+        for remote in remotes.into_iter().filter(|r| r.config.enabled) {
+            let running = lock(&self.workers)
+                .get(&remote.name)
+                .is_some_and(|(_, task)| !task.is_finished());
+            if !running {
+                self.restart(&remote.name);
+            }
+        }
+    }
+
+    /// How often [`Self::reconcile`] runs while serving: well within a lease, so a replica
+    /// takes over a remote added elsewhere before it matters.
+    pub fn reconcile_interval(&self) -> Duration {
+        (self.lease / 3).clamp(Duration::from_secs(1), Duration::from_secs(30))
     }
 
     /// (Re)starts the worker of `name` with its current configuration.
@@ -152,9 +185,31 @@ async fn sleep_or_cancel(cancel: &CancellationToken, duration: Duration) -> bool
     }
 }
 
+/// Renews the lease every third of its length; returns when it could not be renewed.
+async fn keep_lease(ctx: &SyncContext, name: &str, holder: &str, lease: Duration) {
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let mut renewed = Instant::now();
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        match ctx.remotes.acquire_lease(name, holder, lease_ms).await {
+            Ok(true) => renewed = Instant::now(),
+            Ok(false) => return,
+            // Unreachable store: the pass cannot commit either; give up once the lease would
+            // have lapsed, since another replica may hold it by then.
+            Err(error) => {
+                tracing::warn!(remote = %name, %error, "cannot renew the sync lease");
+                if renewed.elapsed() >= lease {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 async fn run_worker(federation: Arc<Federation>, name: String, cancel: CancellationToken) {
     let ctx = &federation.ctx;
     let holder = &federation.holder;
+    let lease_ms = i64::try_from(federation.lease.as_millis()).unwrap_or(i64::MAX);
     let mut failures = 0u32;
     while !cancel.is_cancelled() {
         let remote = match ctx.remotes.get_remote(&name).await {
@@ -170,7 +225,7 @@ async fn run_worker(federation: Arc<Federation>, name: String, cancel: Cancellat
             }
         };
         let interval = Duration::from_secs(remote.config.interval_seconds.max(1));
-        match ctx.remotes.acquire_lease(&name, holder, LEASE_MILLIS).await {
+        match ctx.remotes.acquire_lease(&name, holder, lease_ms).await {
             Ok(true) => {}
             Ok(false) => {
                 // Another replica syncs this remote; check again later in case it dies.
@@ -191,8 +246,14 @@ async fn run_worker(federation: Arc<Federation>, name: String, cancel: Cancellat
         let wait = remote.config.interval_seconds.clamp(1, MAX_WAIT_SECONDS);
         let started = Instant::now();
         let pass_lock = federation.pass_lock(&name);
+        // A pass may outlast the lease: it is renewed while the pass runs, and a pass whose
+        // lease was lost (this replica stalled past it, another took over) stops at once.
         let result = tokio::select! {
             _ = cancel.cancelled() => break,
+            () = keep_lease(ctx, &name, holder, federation.lease) => {
+                tracing::warn!(remote = %name, "lost the sync lease mid-pass; another replica syncs it now");
+                continue;
+            }
             result = async {
                 let _guard = pass_lock.lock().await;
                 ctx.sync_pass(&remote, Some(wait)).await

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use reliquary_client::jws::TrustedKeys;
-use reliquary_client::types::{Jwk, PutRemote, RegistryKeys, Remote, SyncSummary, WellKnown};
+use reliquary_client::types::{
+    Jwk, PutRemote, RegistryKeys, Remote, RemoteLease, SyncSummary, Timestamp, WellKnown,
+};
 use reliquary_client::Client;
 
 use super::keyring::{direct_key_ids, KeyRing};
@@ -381,6 +383,17 @@ impl Federation {
             mirrored_artefacts: self.ctx.remotes.mirrored_by(&record.name).await?.len() as u64,
             created_at: config.created_at,
             pinned_keys: ring.through(&record.name),
+            lease: self
+                .ctx
+                .remotes
+                .lease(&record.name)
+                .await?
+                .filter(|lease| lease.expires_at > Timestamp::now())
+                .map(|lease| RemoteLease {
+                    this_replica: lease.holder == self.holder,
+                    holder: lease.holder,
+                    until: lease.expires_at,
+                }),
         })
     }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::header::{
-    ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_NONE_MATCH, IF_RANGE,
-    RANGE,
+    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_NONE_MATCH,
+    IF_RANGE, LOCATION, RANGE,
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -151,6 +151,19 @@ pub async fn tarball(
     if none_match(header(&headers, IF_NONE_MATCH), &etag) {
         return Ok((StatusCode::NOT_MODIFIED, response_headers).into_response());
     }
+    let filename = attachment_name(&doc.package_name, &slot.version, "tgz");
+    if let Some(url) = registry
+        .download_redirect(&caller, &slot, &filename)
+        .await?
+    {
+        // The bucket carries the bytes (ranges included); the URL expires, so nothing may
+        // cache this answer.
+        registry.metrics.tarball_download("redirect");
+        response_headers.insert(LOCATION, value(&url));
+        response_headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return Ok((StatusCode::FOUND, response_headers).into_response());
+    }
+    registry.metrics.tarball_download("stream");
     // A Range is honoured only if the client's copy is still the current one.
     let range_header = match header(&headers, IF_RANGE) {
         Some(if_range) if if_range.trim() != etag => None,
@@ -196,10 +209,7 @@ pub async fn tarball(
     };
     response_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
     response_headers.insert(CONTENT_LENGTH, value(&length.to_string()));
-    download_headers(
-        &mut response_headers,
-        &attachment_name(&doc.package_name, &slot.version, "tgz"),
-    );
+    download_headers(&mut response_headers, &filename);
     tracing::debug!(id = %doc.id, arch = %resolved, bytes = length, "serving tarball");
     let body = match blob.body {
         // Charged to the budget too: a whole small blob read for a stalled reader is memory

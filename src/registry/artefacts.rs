@@ -103,6 +103,32 @@ impl Registry {
         Ok(self.blobs.read_attestation(&reference.sha256).await?)
     }
 
+    /// Where to send a download instead of streaming it: a presigned URL of the blob, when
+    /// `--storage-redirect` is on. Called after every check (auth, the federation filter, slot
+    /// resolution, `304`). Mirror keys are always streamed to: a mirror never follows a
+    /// redirect, because the bytes must come from the peer it pinned.
+    pub async fn download_redirect(
+        &self,
+        caller: &Caller,
+        slot: &Slot,
+        filename: &str,
+    ) -> Result<Option<String>> {
+        let Some(ttl) = self.storage_redirect else {
+            return Ok(None);
+        };
+        if caller
+            .key
+            .as_ref()
+            .is_some_and(|k| k.role == reliquary_client::types::Role::Mirror)
+        {
+            return Ok(None);
+        }
+        Ok(self
+            .blobs
+            .presigned_download(&slot.sha256, ttl, filename)
+            .await?)
+    }
+
     pub async fn open_blob(
         &self,
         sha256: &str,

@@ -47,6 +47,8 @@ pub struct Registry {
     /// `None`: branch builds are kept forever.
     pub branch_retention: Option<std::time::Duration>,
     pub upkeep_interval: std::time::Duration,
+    /// `Some(ttl)`: downloads are redirected to presigned storage URLs valid this long.
+    pub storage_redirect: Option<std::time::Duration>,
     /// Downloads noted for `lastDownloadedAt`, written in the background.
     downloads: upkeep::Downloads,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -123,6 +125,7 @@ impl Registry {
             history_per_slot: config.history_per_slot,
             branch_retention: config.branch_retention,
             upkeep_interval: config.upkeep_interval,
+            storage_redirect: config.storage_redirect,
             downloads: upkeep::Downloads::new(config.branch_retention),
             metrics,
             changes: Arc::default(),

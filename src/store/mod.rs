@@ -250,6 +250,15 @@ pub trait RemoteStore: Send + Sync + 'static {
     /// Takes or renews the lease on `name` for `ttl_ms` if it is free, expired or already ours.
     async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> StoreResult<bool>;
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()>;
+    /// Who holds the lease on `name` and until when, if anyone (it may have lapsed).
+    async fn lease(&self, name: &str) -> StoreResult<Option<Lease>>;
+}
+
+/// A replica's hold on syncing one remote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub holder: String,
+    pub expires_at: Timestamp,
 }
 
 /// Garbage-collection marks: when each blob was first found unreferenced.

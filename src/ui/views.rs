@@ -122,6 +122,8 @@ pub struct RemoteRow {
     pub last_error: String,
     /// One line per pinned key set: registry, source and key ids.
     pub pinned_keys: Vec<String>,
+    /// Which replica syncs it now, and until when its lease runs.
+    pub lease: String,
 }
 
 impl RemoteRow {
@@ -154,6 +156,17 @@ impl RemoteRow {
                     )
                 })
                 .collect(),
+            lease: remote.lease.as_ref().map_or_else(
+                || "no replica holds it".to_owned(),
+                |lease| {
+                    let here = if lease.this_replica {
+                        " (this replica)"
+                    } else {
+                        ""
+                    };
+                    format!("{}{here}, until {}", lease.holder, lease.until)
+                },
+            ),
         }
     }
 }

@@ -9,7 +9,7 @@ use reliquary_client::types::Timestamp;
 
 use super::{from_bson_doc, map_err, to_bson_doc, MongoStore};
 use crate::store::{
-    GcStore, RemoteConfig, RemoteRecord, RemoteState, RemoteStore, StoreError, StoreResult,
+    GcStore, Lease, RemoteConfig, RemoteRecord, RemoteState, RemoteStore, StoreError, StoreResult,
 };
 
 fn remote_from(record: Document) -> StoreResult<RemoteRecord> {
@@ -130,6 +130,27 @@ impl RemoteStore for MongoStore {
             Err(error) if super::is_duplicate(&error) => Ok(false),
             Err(error) => Err(map_err(error)),
         }
+    }
+
+    async fn lease(&self, name: &str) -> StoreResult<Option<Lease>> {
+        let found = self
+            .collection("leases")
+            .find_one(doc! {"_id": name})
+            .await
+            .map_err(map_err)?;
+        found
+            .map(|record| {
+                let corrupt = |e: mongodb::bson::document::ValueAccessError| {
+                    StoreError::Other(format!("corrupt lease record: {e}"))
+                };
+                Ok(Lease {
+                    holder: record.get_str("holder").map_err(corrupt)?.to_owned(),
+                    expires_at: Timestamp::from_millis(
+                        record.get_i64("expiresAt").map_err(corrupt)?,
+                    ),
+                })
+            })
+            .transpose()
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {

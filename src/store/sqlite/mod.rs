@@ -15,9 +15,9 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBeha
 
 use super::{
     check_schema_not_newer, next_revision, page_of, search_text, ArtefactStore, AuditQuery,
-    AuditRecord, AuditStore, BrowseQuery, Changes, GcStore, KeyRecord, KeyStore, RemoteConfig,
-    RemoteRecord, RemoteState, RemoteStore, RetentionCandidate, RetentionStore, StoreError,
-    StoreResult,
+    AuditRecord, AuditStore, BrowseQuery, Changes, GcStore, KeyRecord, KeyStore, Lease,
+    RemoteConfig, RemoteRecord, RemoteState, RemoteStore, RetentionCandidate, RetentionStore,
+    StoreError, StoreResult,
 };
 use crate::domain::visibility::Visibility;
 

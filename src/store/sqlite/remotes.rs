@@ -86,6 +86,25 @@ impl RemoteStore for SqliteStore {
         .await
     }
 
+    async fn lease(&self, name: &str) -> StoreResult<Option<Lease>> {
+        let name = name.to_owned();
+        self.with_reader(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT holder, expires_at FROM leases WHERE name = ?1",
+                    [&name],
+                    |row| {
+                        Ok(Lease {
+                            holder: row.get(0)?,
+                            expires_at: Timestamp::from_millis(row.get(1)?),
+                        })
+                    },
+                )
+                .optional()?)
+        })
+        .await
+    }
+
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
         let (name, holder) = (name.to_owned(), holder.to_owned());
         self.with_conn(move |conn| {
