@@ -98,6 +98,7 @@ impl AuditLog {
             architecture: target.architecture.map(str::to_owned),
             detail: Some(bounded_detail(detail.into())).filter(|d: &String| !d.is_empty()),
             remote_addr: caller.remote_addr.clone(),
+            once_key: None,
         };
         if let Err(error) = self.store.append_audit(record).await {
             tracing::error!(%error, action, "could not write the audit log");
@@ -113,12 +114,35 @@ impl AuditLog {
         artefact_id: Option<&str>,
         detail: String,
     ) {
-        self.record_system(
+        self.append_system(
             &format!("remote:{remote}"),
             action,
             outcome,
             artefact_id,
             detail,
+            None,
+        )
+        .await;
+    }
+
+    /// Like [`Self::record_sync`], at most once per `once_key` (the peer's change): written
+    /// just before the change is committed, so that a replica dying in between leaves the
+    /// entry, and the replica that takes over and commits adds no second one.
+    pub async fn record_sync_once(
+        &self,
+        remote: &str,
+        action: &str,
+        artefact_id: &str,
+        detail: String,
+        once_key: String,
+    ) {
+        self.append_system(
+            &format!("remote:{remote}"),
+            action,
+            Outcome::Success,
+            Some(artefact_id),
+            detail,
+            Some(once_key),
         )
         .await;
     }
@@ -132,6 +156,19 @@ impl AuditLog {
         artefact_id: Option<&str>,
         detail: String,
     ) {
+        self.append_system(actor, action, outcome, artefact_id, detail, None)
+            .await;
+    }
+
+    async fn append_system(
+        &self,
+        actor: &str,
+        action: &str,
+        outcome: Outcome,
+        artefact_id: Option<&str>,
+        detail: String,
+        once_key: Option<String>,
+    ) {
         let record = AuditRecord {
             at: self.clock.now(),
             action: action.to_owned(),
@@ -142,6 +179,7 @@ impl AuditLog {
             architecture: None,
             detail: Some(bounded_detail(detail)),
             remote_addr: None,
+            once_key,
         };
         if let Err(error) = self.store.append_audit(record).await {
             tracing::error!(%error, action, "could not write the audit log");

@@ -406,6 +406,20 @@ impl SyncContext {
             }
         }
         let expected = local.as_ref().map(|l| l.revision);
+        // Audited once per change of the peer's, just before the commit (see `record_sync_once`).
+        self.audit
+            .record_sync_once(
+                &remote.name,
+                "sync.mirror",
+                &mirrored.id,
+                format!(
+                    "version {} ({} slots)",
+                    mirrored.version,
+                    mirrored.tarballs.len()
+                ),
+                once_key(remote, offered.seq),
+            )
+            .await;
         let committed = match self.artefacts.put(mirrored, expected).await {
             Err(StoreError::RevisionMismatch) => {
                 return Err(PassError::stopped("the local copy changed during the pass"))
@@ -413,19 +427,6 @@ impl SyncContext {
             other => other?,
         };
         self.changes.changed(committed.seq);
-        self.audit
-            .record_sync(
-                &remote.name,
-                "sync.mirror",
-                Outcome::Success,
-                Some(&committed.id),
-                format!(
-                    "version {} ({} slots)",
-                    committed.version,
-                    committed.tarballs.len()
-                ),
-            )
-            .await;
         Ok(Applied::Mirrored(downloaded))
     }
 
@@ -530,22 +531,32 @@ impl SyncContext {
         if local.origin.as_ref().map(|o| o.remote.as_str()) != Some(remote.name.as_str()) {
             return Ok(Applied::Skipped);
         }
+        self.audit
+            .record_sync_once(
+                &remote.name,
+                "sync.delete",
+                &local.id,
+                "deleted at the origin".into(),
+                once_key(remote, tombstone.seq),
+            )
+            .await;
         match self.artefacts.delete(&local.id, local.revision).await {
             Ok(gone) => self.changes.changed(gone.seq),
             Err(StoreError::NotFound) => return Ok(Applied::Skipped),
             Err(other) => return Err(other.into()),
         }
-        self.audit
-            .record_sync(
-                &remote.name,
-                "sync.delete",
-                Outcome::Success,
-                Some(&local.id),
-                "deleted at the origin".into(),
-            )
-            .await;
         Ok(Applied::Deleted)
     }
+}
+
+/// What makes a sync audit entry unique: this remote (as created, so a remote deleted and
+/// added again starts afresh) and the peer's seq of the change.
+fn once_key(remote: &RemoteRecord, peer_seq: i64) -> String {
+    format!(
+        "{}@{}#{peer_seq}",
+        remote.name,
+        remote.config.created_at.millis()
+    )
 }
 
 /// An error and every cause under it, `: `-separated: "timed out" is usually a cause, not the

@@ -174,6 +174,10 @@ pub struct AuditRecord {
     pub architecture: Option<String>,
     pub detail: Option<String>,
     pub remote_addr: Option<String>,
+    /// An entry with a key is written at most once: appending it again changes nothing. The
+    /// sync worker keys its entries by the peer's change, so a replica that takes over a pass
+    /// never records one twice.
+    pub once_key: Option<String>,
 }
 
 /// `GET /audit` parameters: newest first, entries older than `before` (an entry id).

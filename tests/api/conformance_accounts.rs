@@ -93,6 +93,7 @@ async fn the_audit_log_pages_newest_first_and_prunes_by_age(f: Fixture) {
         architecture: None,
         detail: None,
         remote_addr: Some("127.0.0.1".into()),
+        once_key: None,
     };
     let old = Timestamp::from_millis(Timestamp::now().millis() - 100 * 86_400_000);
     s.append_audit(record("artefact.upload", old))
@@ -136,6 +137,24 @@ async fn the_audit_log_pages_newest_first_and_prunes_by_age(f: Fixture) {
         all[2..].iter().map(|e| &e.id).collect::<Vec<_>>()
     );
     let cutoff = Timestamp::from_millis(Timestamp::now().millis() - 90 * 86_400_000);
+    // An entry with a once-key is written once, however often it is appended.
+    for _ in 0..3 {
+        s.append_audit(AuditRecord {
+            once_key: Some("prod@1#42".into()),
+            ..record("sync.mirror", Timestamp::now())
+        })
+        .await
+        .unwrap();
+    }
+    let once = s
+        .list_audit(&AuditQuery {
+            action: Some("sync.mirror".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(once.len(), 1);
     assert_eq!(s.prune_audit(cutoff).await.unwrap(), 1);
     assert_eq!(
         s.list_audit(&AuditQuery {
@@ -145,7 +164,8 @@ async fn the_audit_log_pages_newest_first_and_prunes_by_age(f: Fixture) {
         .await
         .unwrap()
         .len(),
-        3
+        4,
+        "three left after pruning, and the once-keyed entry"
     );
 }
 
@@ -224,7 +244,11 @@ async fn remotes_keep_config_and_state_apart_and_leases_exclude(f: Fixture) {
         s.acquire_lease("prod", "replica-b", 60_000).await.unwrap(),
         "taken over once lapsed"
     );
+    let lease = s.lease("prod").await.unwrap().unwrap();
+    assert_eq!(lease.holder, "replica-b", "who holds it is readable");
+    assert!(lease.expires_at > Timestamp::now());
     s.release_lease("prod", "replica-b").await.unwrap();
+    assert_eq!(s.lease("prod").await.unwrap(), None);
     assert!(
         s.acquire_lease("prod", "replica-a", 60_000).await.unwrap(),
         "free after release"

@@ -28,6 +28,7 @@ mod lifecycle;
 mod listing;
 mod migration;
 mod outage;
+mod replicas;
 mod scale_out;
 mod store_lifecycle;
 mod ui;

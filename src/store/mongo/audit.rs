@@ -12,7 +12,7 @@ use crate::store::{AuditQuery, AuditRecord, AuditStore, StoreError, StoreResult}
 #[async_trait]
 impl AuditStore for MongoStore {
     async fn append_audit(&self, record: AuditRecord) -> StoreResult<()> {
-        let document = doc! {
+        let mut document = doc! {
             "at": record.at.to_string(),
             "action": record.action,
             "outcome": record.outcome,
@@ -23,11 +23,19 @@ impl AuditStore for MongoStore {
             "detail": record.detail,
             "remoteAddr": record.remote_addr,
         };
-        self.collection("audit")
+        // Absent (not null) without a key: the unique index on it is sparse.
+        if let Some(key) = record.once_key {
+            document.insert("onceKey", key);
+        }
+        match self
+            .collection("audit")
             .insert_one(document)
             .await
-            .map(|_| ())
             .map_err(map_err)
+        {
+            Ok(_) | Err(StoreError::Duplicate(_)) => Ok(()),
+            Err(other) => Err(other),
+        }
     }
 
     async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {

@@ -41,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "retention",
         include_str!("../../../migrations/mongodb/0003_retention.json"),
     ),
+    (
+        4,
+        "audit_once",
+        include_str!("../../../migrations/mongodb/0004_audit_once.json"),
+    ),
 ];
 
 #[derive(Deserialize)]
@@ -54,6 +59,9 @@ struct IndexSpec {
     keys: Document,
     #[serde(default)]
     unique: bool,
+    /// Documents without the field are left out of the index (and of its uniqueness).
+    #[serde(default)]
+    sparse: bool,
 }
 
 #[derive(Clone)]
@@ -113,7 +121,12 @@ impl MongoStore {
             for index in migration.indexes {
                 let model = IndexModel::builder()
                     .keys(index.keys)
-                    .options(IndexOptions::builder().unique(index.unique).build())
+                    .options(
+                        IndexOptions::builder()
+                            .unique(index.unique)
+                            .sparse(index.sparse)
+                            .build(),
+                    )
                     .build();
                 self.collection(&index.collection)
                     .create_index(model)

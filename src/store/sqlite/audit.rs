@@ -7,8 +7,9 @@ impl AuditStore for SqliteStore {
     async fn append_audit(&self, record: AuditRecord) -> StoreResult<()> {
         self.with_conn(move |conn| {
             conn.execute(
-                "INSERT INTO audit (at, action, outcome, key_id, key_name, artefact_id, architecture, detail, remote_addr)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO audit (at, action, outcome, key_id, key_name, artefact_id, architecture, detail, remote_addr, once_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (once_key) DO NOTHING",
                 params![
                     record.at.to_string(),
                     record.action,
@@ -18,7 +19,8 @@ impl AuditStore for SqliteStore {
                     record.artefact_id,
                     record.architecture,
                     record.detail,
-                    record.remote_addr
+                    record.remote_addr,
+                    record.once_key
                 ],
             )?;
             Ok(())

@@ -55,6 +55,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "retention",
         include_str!("../../../migrations/sqlite/0005_retention.sql"),
     ),
+    (
+        6,
+        "audit_once",
+        include_str!("../../../migrations/sqlite/0006_audit_once.sql"),
+    ),
 ];
 
 /// The federation filter as SQL over the `kind`, `id` and `category` columns; every artefact
