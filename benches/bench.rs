@@ -167,7 +167,7 @@ async fn list_latency() {
     }
 }
 
-async fn start(
+pub(crate) async fn start(
     name: &str,
 ) -> (
     String,
@@ -408,7 +408,7 @@ async fn client_cache() {
     );
 }
 
-fn random(n: usize) -> Vec<u8> {
+pub(crate) fn random(n: usize) -> Vec<u8> {
     use rand::RngCore;
     let mut bytes = vec![0u8; n];
     rand::thread_rng().fill_bytes(&mut bytes);
@@ -431,6 +431,10 @@ async fn main() {
     }
     if only.is_empty() || only.contains("client") {
         client_cache().await;
+    }
+    if only.is_empty() || only.contains("scale") {
+        parts::scale_out::downloads().await;
+        parts::scale_out::three_replica_mirroring().await;
     }
     if only.is_empty() || only.contains("upkeep") {
         parts::upkeep::upkeep_pass().await;

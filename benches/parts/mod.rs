@@ -1,4 +1,5 @@
 //! Parts of the in-process benchmarks that stand on their own.
 
 pub mod mongo_plans;
+pub mod scale_out;
 pub mod upkeep;
