@@ -927,7 +927,7 @@ async fn gc_dry_run_shows_what_retention_and_collection_would_remove() {
 }
 
 /// Logs in to the UI with a token; returns the session cookie (`name=value`).
-async fn ui_session(server: &TestServer, token: &str) -> String {
+pub(crate) async fn ui_session(server: &TestServer, token: &str) -> String {
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

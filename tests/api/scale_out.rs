@@ -277,3 +277,70 @@ async fn redirects_need_s3_storage() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn the_sync_lease_is_shown_with_its_holder() {
+    let production = crate::federation::named("production").await;
+    let staging = crate::federation::named("staging").await;
+    production
+        .upload_ok("acme@1", "", npm_tarball("acme", "1.0.0"), 201)
+        .await;
+    let disabled = crate::federation::add_remote(&staging, "idle", &production, json!({})).await;
+    assert_eq!(
+        disabled["lease"],
+        Value::Null,
+        "a disabled remote has no lease"
+    );
+    crate::federation::add_remote(
+        &staging,
+        "prod",
+        &production,
+        json!({"enabled": true, "intervalSeconds": 1}),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let lease = loop {
+        let page: Value = staging
+            .admin_get("/remotes")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let prod = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "prod")
+            .unwrap()
+            .clone();
+        if !prod["lease"].is_null() {
+            break prod["lease"].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never took its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(lease["thisReplica"], true);
+    assert_eq!(lease["holder"], staging.app.federation.holder());
+    assert!(
+        lease["until"].as_str().unwrap()
+            > reliquary_client::types::Timestamp::now()
+                .to_string()
+                .as_str()
+    );
+    let cookie = crate::lifecycle::ui_session(&staging, ADMIN_TOKEN).await;
+    let html = staging
+        .get("/ui/remotes")
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("(this replica)"), "the Remotes page shows it");
+}
