@@ -189,7 +189,7 @@ async fn housekeeping(registry: Arc<Registry>) {
     use std::time::Duration;
     use tokio::time::{interval, MissedTickBehavior};
 
-    let mut flush = interval(crate::registry::FLUSH_INTERVAL);
+    let mut flush = interval(registry.download_flush_interval);
     let mut upkeep = interval(registry.upkeep_interval);
     let mut audit = interval(Duration::from_secs(6 * 3600));
     for timer in [&mut flush, &mut upkeep, &mut audit] {

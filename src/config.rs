@@ -87,7 +87,8 @@ pub struct ServeArgs {
     /// within this long (`30s`).
     #[arg(long, env = "RELIQUARY_PEER_TIMEOUT", value_parser = parse_duration)]
     pub peer_timeout: Option<Duration>,
-    /// Replaced slots each architecture keeps in its history (10; at most 100).
+    /// Replaced slots each architecture keeps in its history (10; at most 50; 0 turns history,
+    /// and so rollback, off).
     #[arg(long, env = "RELIQUARY_HISTORY_PER_SLOT")]
     pub history_per_slot: Option<usize>,
     /// Delete branch artefacts neither rebuilt nor downloaded for this long (`30d`; default:
@@ -183,6 +184,8 @@ pub struct Config {
     pub storage_redirect: Option<Duration>,
     /// How long a sync lease lasts without renewal.
     pub sync_lease: Duration,
+    /// How often noted downloads are written (not a flag: tests stretch it to look between).
+    pub download_flush_interval: Duration,
     /// Bytes of streamed response chunks all connections together may hold in memory.
     pub response_memory_budget: u64,
     /// Where "now" comes from (tests drive a manual clock).
@@ -214,6 +217,7 @@ impl Config {
             upkeep_interval: Duration::from_secs(3600),
             storage_redirect: None,
             sync_lease: Duration::from_secs(90),
+            download_flush_interval: Duration::from_secs(5),
             response_memory_budget: 128 << 20,
             clock: crate::clock::system(),
         }

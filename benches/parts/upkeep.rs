@@ -12,13 +12,14 @@ const COUNT: usize = 100_000;
 const DAY_MS: i64 = 86_400_000;
 
 /// Every tenth artefact is a branch build; half of those are 40 days idle, and half of the idle
-/// ones were downloaded yesterday (kept). So 2,500 of 100,000 are due.
+/// ones were downloaded yesterday (kept), the other half 35 days ago. So 2,500 of 100,000 are due.
 fn populate(path: &std::path::Path, now: Timestamp) -> usize {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch("PRAGMA synchronous=OFF; BEGIN;")
         .unwrap();
     let old = Timestamp::from_millis(now.millis() - 40 * DAY_MS);
     let yesterday = Timestamp::from_millis(now.millis() - DAY_MS);
+    let long_ago = Timestamp::from_millis(now.millis() - 35 * DAY_MS);
     let mut due = 0;
     {
         let mut insert = conn

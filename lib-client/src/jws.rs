@@ -252,6 +252,19 @@ pub fn verify_slot(
         .tarballs
         .get(architecture)
         .ok_or_else(|| JwsError::NoSlot(architecture.to_owned()))?;
+    verify_slot_of(keys, doc, architecture, slot, registry)
+}
+
+/// [`verify_slot`] for a slot given apart from the document's current ones (a history entry):
+/// its signature must verify and name this document's id, kind and package, and the slot's
+/// architecture, sha256, size and version.
+pub fn verify_slot_of(
+    keys: &TrustedKeys,
+    doc: &Artefact,
+    architecture: &str,
+    slot: &crate::types::Slot,
+    registry: Option<&str>,
+) -> Result<SigningPayload, JwsError> {
     let payload = keys.verify(&slot.signature)?;
     payload.check_matches(&Received {
         id: &doc.id,

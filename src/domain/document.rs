@@ -8,6 +8,7 @@ use semver::Version;
 
 use super::arch::validate_architecture;
 use super::id::validate_id;
+use super::lifecycle::MAX_HISTORY_ENTRIES;
 
 /// `description` is stored cut to this many characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 1024;
@@ -19,9 +20,6 @@ pub const MAX_NAME_CHARS: usize = 64;
 const MAX_SIGNATURE_BYTES: usize = 4096;
 /// Slots per artefact: one per architecture a plugin ships for, with room to spare.
 pub const MAX_SLOTS: usize = 64;
-/// History entries one slot may carry: `--history-per-slot` at its maximum, plus as many yanked
-/// entries kept beyond it.
-const MAX_HISTORY_ENTRIES: usize = 2 * super::lifecycle::MAX_HISTORY_PER_SLOT;
 /// npm's limit for a package name.
 const MAX_PACKAGE_NAME_LEN: usize = 214;
 

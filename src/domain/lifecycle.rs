@@ -10,7 +10,10 @@ use super::refusal::Refusal;
 
 /// `--history-per-slot` may not exceed this: history lives in the document, which every read
 /// and every mirror carries.
-pub const MAX_HISTORY_PER_SLOT: usize = 100;
+pub const MAX_HISTORY_PER_SLOT: usize = 50;
+/// Entries one slot's history may hold: the newest `--history-per-slot`, and the yanked entries
+/// kept beyond them.
+pub const MAX_HISTORY_ENTRIES: usize = 2 * MAX_HISTORY_PER_SLOT;
 
 /// Puts `replaced` at the head of `architecture`'s history.
 pub fn retire_slot(doc: &mut Artefact, architecture: &str, replaced: Slot, now: Timestamp) {
@@ -27,23 +30,31 @@ pub fn retire_slot(doc: &mut Artefact, architecture: &str, replaced: Slot, now: 
         );
 }
 
-/// Keeps the newest `keep` entries of each slot's history. A yanked entry outlives them (up to
-/// `keep` more), because it is what refuses a CI retry of the withdrawn version.
+/// Keeps the newest `keep` entries of each slot's history. A yanked entry outlives them, because
+/// it is what refuses a CI retry of the withdrawn version — except on a release whose slot now
+/// serves a newer version (`version_not_newer` refuses the retry anyway) — up to
+/// [`MAX_HISTORY_ENTRIES`] per slot.
 pub fn trim_history(doc: &mut Artefact, keep: usize) {
-    for entries in doc.history.values_mut() {
-        let mut kept_yanked = 0;
+    let release = doc.kind == Kind::Release;
+    for (arch, entries) in &mut doc.history {
+        let current = doc
+            .tarballs
+            .get(arch)
+            .and_then(|s| Version::parse(&s.version).ok());
+        let still_refuses = |entry: &HistoryEntry| {
+            entry.yanked.is_some()
+                && !(release
+                    && current.as_ref().is_some_and(|current| {
+                        Version::parse(&entry.slot.version)
+                            .is_ok_and(|v| v.cmp_precedence(current) == Ordering::Less)
+                    }))
+        };
         let mut index = 0;
         entries.retain(|entry| {
             index += 1;
-            if index <= keep {
-                return true;
-            }
-            if entry.yanked.is_some() && kept_yanked < keep {
-                kept_yanked += 1;
-                return true;
-            }
-            false
+            index <= keep || (index <= MAX_HISTORY_ENTRIES && still_refuses(entry))
         });
+        entries.truncate(MAX_HISTORY_ENTRIES);
     }
     doc.history.retain(|_, entries| !entries.is_empty());
 }
@@ -77,23 +88,25 @@ pub fn same_version(a: &str, b: &str) -> bool {
     }
 }
 
-/// The yank an upload to `architecture` runs into, if any. On a release, a yanked version is
-/// withdrawn for good; a branch build's version rarely changes between builds, so there only
-/// the exact yanked bytes are refused.
+/// The yank an upload of `version` to `architecture` runs into, if any: that slot's history,
+/// or — for a slot the artefact does not have yet — any slot's, so that a withdrawn version
+/// cannot come back under another architecture.
 pub fn yank_for<'a>(
     doc: &'a Artefact,
     architecture: &str,
     version: &str,
-    sha256: &str,
 ) -> Option<(&'a HistoryEntry, &'a Yank)> {
-    doc.history.get(architecture)?.iter().find_map(|entry| {
-        let yank = entry.yanked.as_ref()?;
-        let hit = match doc.kind {
-            Kind::Release => same_version(&entry.slot.version, version),
-            Kind::Branch => entry.slot.sha256 == sha256,
-        };
-        hit.then_some((entry, yank))
-    })
+    let yanked_in = |entries: &'a Vec<HistoryEntry>| {
+        entries.iter().find_map(|entry| {
+            let yank = entry.yanked.as_ref()?;
+            same_version(&entry.slot.version, version).then_some((entry, yank))
+        })
+    };
+    if doc.tarballs.contains_key(architecture) {
+        doc.history.get(architecture).and_then(yanked_in)
+    } else {
+        doc.history.values().find_map(yanked_in)
+    }
 }
 
 /// What a rollback asks for.
@@ -103,6 +116,9 @@ pub struct RollbackIntent<'a> {
     /// Only this slot; else every slot whose history holds `version`.
     pub architecture: Option<&'a str>,
     pub reason: &'a str,
+    /// Whether the caller may roll back *to* a yanked version (admins): otherwise a CI key could
+    /// undo a rollback by rolling "back" to what it withdrew.
+    pub may_unyank: bool,
 }
 
 /// Re-points every slot (or the one named) whose history holds `intent.version` at the newest
@@ -125,6 +141,20 @@ pub fn rollback(
                 .map(|index| (arch.clone(), index))
         })
         .collect();
+    if !intent.may_unyank {
+        if let Some(yank) = targets
+            .iter()
+            .find_map(|(arch, index)| doc.history[arch][*index].yanked.as_ref())
+        {
+            return Err(Refusal::conflict(
+                "version_yanked",
+                format!(
+                    "Version {} of `{}` was yanked at {} ({}); only an admin may roll back to it.",
+                    intent.version, doc.id, yank.at, yank.reason
+                ),
+            ));
+        }
+    }
     if targets.is_empty() {
         let whose = intent
             .architecture
@@ -142,6 +172,7 @@ pub fn rollback(
         at: now,
     };
     let mut changed = Vec::new();
+    let mut version = None;
     for (arch, index) in targets {
         let Some(entries) = doc.history.get_mut(&arch) else {
             continue;
@@ -152,6 +183,7 @@ pub fn rollback(
             continue;
         }
         let reinstated = entries.remove(index);
+        version = Some(reinstated.slot.version.clone());
         for newer in &mut entries[..index] {
             newer.yanked.get_or_insert_with(|| yank.clone());
         }
@@ -163,23 +195,39 @@ pub fn rollback(
         }
         changed.push(arch);
     }
-    if !changed.is_empty() {
-        doc.version = intent.version.to_owned();
+    if let Some(version) = version {
+        // The reinstated slot's own version string (the request's may differ in build metadata).
+        doc.version = version;
         doc.updated_at = now;
         doc.data_updated_at = now;
     }
     Ok(changed)
 }
 
+/// How late a recorded download time may be: downloads are written at most once per tenth of
+/// the retention period (an hour when retention is off), so a use up to that long after the
+/// recorded time may not be on record.
+pub fn download_record_lag(retention: std::time::Duration) -> std::time::Duration {
+    (retention / 10).max(std::time::Duration::from_secs(3600))
+}
+
 /// Whether branch retention removes an artefact: a branch build whose bytes have not changed,
-/// and that nobody downloaded, since `cutoff`. Releases are never removed by retention.
+/// and that nobody used, since `cutoff`. The last use is taken as the recorded download time
+/// plus `lag` (see [`download_record_lag`]); with no record, as `tracked_since` (when this
+/// registry started recording downloads: before it, nobody knows). Releases are never removed.
 pub fn retention_due(
     kind: Kind,
     data_updated_at: Timestamp,
     last_downloaded: Option<Timestamp>,
+    tracked_since: Timestamp,
+    lag: std::time::Duration,
     cutoff: Timestamp,
 ) -> bool {
-    kind == Kind::Branch && data_updated_at < cutoff && last_downloaded.is_none_or(|at| at < cutoff)
+    let lag_ms = i64::try_from(lag.as_millis()).unwrap_or(i64::MAX);
+    let last_use = last_downloaded.map_or(tracked_since, |at| {
+        Timestamp::from_millis(at.millis().saturating_add(lag_ms))
+    });
+    kind == Kind::Branch && data_updated_at < cutoff && last_use < cutoff
 }
 
 #[cfg(test)]
@@ -227,6 +275,7 @@ mod tests {
             version: "1.1.0",
             architecture: None,
             reason: "crashes on start",
+            may_unyank: false,
         };
         let changed = rollback(&mut doc, &intent, Timestamp::from_millis(99)).unwrap();
         assert_eq!(changed, vec!["x64".to_owned()]);
@@ -248,11 +297,32 @@ mod tests {
             doc.history["x64"][0].yanked.as_ref().unwrap().reason,
             "crashes on start"
         );
-        let yanked = yank_for(&doc, "x64", "1.2.0", "other");
+        let yanked = yank_for(&doc, "x64", "1.2.0");
         assert!(yanked.is_some(), "a retry of 1.2.0 runs into the yank");
-        assert!(yank_for(&doc, "x64", "1.2.0+build", "other").is_some());
-        assert!(yank_for(&doc, "x64", "1.4.0", "other").is_none());
-        assert!(yank_for(&doc, "arm64", "1.2.0", "other").is_none());
+        assert!(yank_for(&doc, "x64", "1.2.0+build").is_some());
+        assert!(yank_for(&doc, "x64", "1.4.0").is_none());
+        assert!(
+            yank_for(&doc, "arm64", "1.2.0").is_some(),
+            "a new slot may not bring it back either"
+        );
+
+        // Rolling back *to* a yanked version is an admin's call, not a CI key's.
+        let undo = RollbackIntent {
+            version: "1.3.0",
+            architecture: None,
+            reason: "ci",
+            may_unyank: false,
+        };
+        let before = doc.clone();
+        let refusal = rollback(&mut doc, &undo, Timestamp::from_millis(100)).unwrap_err();
+        assert_eq!(refusal.code, "version_yanked");
+        assert_eq!(doc, before);
+        let admin = RollbackIntent {
+            may_unyank: true,
+            ..undo
+        };
+        rollback(&mut doc, &admin, Timestamp::from_millis(101)).unwrap();
+        assert_eq!(doc.tarballs["x64"].version, "1.3.0");
     }
 
     #[test]
@@ -264,6 +334,7 @@ mod tests {
                 version,
                 architecture: arch,
                 reason: "r",
+                may_unyank: true,
             };
             let refusal = rollback(&mut doc, &intent, Timestamp::from_millis(5)).unwrap_err();
             assert_eq!(refusal.code, "version_not_found");
@@ -272,49 +343,106 @@ mod tests {
     }
 
     #[test]
-    fn branch_yanks_refuse_only_the_yanked_bytes() {
-        let mut doc = doc(Kind::Branch, &["0.0.0-dev", "0.0.1-dev"]);
+    fn branch_yanks_refuse_the_yanked_version_like_releases() {
+        let mut doc = doc(Kind::Branch, &["0.0.0-dev.1", "0.0.0-dev.2"]);
         let intent = RollbackIntent {
-            version: "0.0.0-dev",
+            version: "0.0.0-dev.1",
             architecture: Some("x64"),
             reason: "broken build",
+            may_unyank: false,
         };
         rollback(&mut doc, &intent, Timestamp::from_millis(9)).unwrap();
-        assert!(yank_for(&doc, "x64", "0.0.1-dev", "sha0.0.1-dev").is_some());
-        assert!(yank_for(&doc, "x64", "0.0.1-dev", "a-new-build").is_none());
+        assert!(
+            yank_for(&doc, "x64", "0.0.0-dev.2").is_some(),
+            "a rebuild of it too"
+        );
+        assert!(yank_for(&doc, "x64", "0.0.0-dev.3").is_none());
     }
 
     #[test]
-    fn trimming_keeps_the_newest_and_the_yanked() {
+    fn trimming_keeps_the_newest_and_the_yanks_that_still_refuse_something() {
         let mut doc = doc(
             Kind::Release,
             &["1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.4.0"],
         );
-        doc.history.get_mut("x64").unwrap()[3].yanked = Some(Yank {
-            reason: "r".into(),
-            at: Timestamp::from_millis(0),
-        });
+        let yank = || {
+            Some(Yank {
+                reason: "r".into(),
+                at: Timestamp::from_millis(0),
+            })
+        };
+        // History, newest first: 1.3.0 1.2.0 1.1.0 1.0.0; the slot serves 1.4.0.
+        doc.history.get_mut("x64").unwrap()[3].yanked = yank(); // 1.0.0: older than the slot
         trim_history(&mut doc, 2);
         let kept: Vec<String> = versions(&doc).into_iter().map(|v| v.0).collect();
-        assert_eq!(kept, ["1.3.0", "1.2.0", "1.0.0"]);
+        assert_eq!(
+            kept,
+            ["1.3.0", "1.2.0"],
+            "a yank below the served version refuses nothing"
+        );
+
+        // A yanked version above the served one outlives trimming, however many uploads follow.
+        let mut doc = self::doc(Kind::Release, &["1.0.0", "2.0.0"]);
+        let back = RollbackIntent {
+            version: "1.0.0",
+            architecture: None,
+            reason: "2.0.0 is broken",
+            may_unyank: false,
+        };
+        rollback(&mut doc, &back, Timestamp::from_millis(50)).unwrap();
+        for (i, version) in ["1.0.1", "1.0.2", "1.0.3"].iter().enumerate() {
+            let new = slot(
+                version,
+                &format!("sha{version}"),
+                60 + i64::try_from(i).unwrap(),
+            );
+            let old = doc.tarballs.insert("x64".into(), new).unwrap();
+            retire_slot(&mut doc, "x64", old, Timestamp::from_millis(60));
+            trim_history(&mut doc, 1);
+        }
+        assert!(
+            yank_for(&doc, "x64", "2.0.0").is_some(),
+            "{:?}",
+            versions(&doc)
+        );
+        assert_eq!(doc.history["x64"].len(), 2, "the newest entry and the yank");
         trim_history(&mut doc, 0);
-        assert!(doc.history.is_empty());
+        assert!(
+            yank_for(&doc, "x64", "2.0.0").is_some(),
+            "history off still keeps yanks"
+        );
     }
 
     #[test]
     fn retention_removes_only_idle_branch_builds() {
         let at = Timestamp::from_millis;
-        let cutoff = at(100);
-        assert!(retention_due(Kind::Branch, at(10), None, cutoff));
-        assert!(retention_due(Kind::Branch, at(10), Some(at(99)), cutoff));
-        assert!(!retention_due(Kind::Branch, at(10), Some(at(100)), cutoff));
+        let (cutoff, since, lag) = (at(1_000_000), at(0), std::time::Duration::from_secs(100));
+        let due = |kind, data, last| retention_due(kind, at(data), last, since, lag, cutoff);
+        assert!(due(Kind::Branch, 10, None));
         assert!(
-            !retention_due(Kind::Branch, at(100), None, cutoff),
-            "rebuilt within the window"
+            due(Kind::Branch, 10, Some(at(800_000))),
+            "used long enough ago"
         );
         assert!(
-            !retention_due(Kind::Release, at(10), None, cutoff),
-            "never a release"
+            !due(Kind::Branch, 10, Some(at(950_000))),
+            "recorded before the cutoff, but within the write lag of it"
+        );
+        assert!(
+            !due(Kind::Branch, 1_000_000, None),
+            "rebuilt within the window"
+        );
+        assert!(!due(Kind::Release, 10, None), "never a release");
+        assert!(
+            !retention_due(Kind::Branch, at(10), None, at(999_999 + 1), lag, cutoff),
+            "no record, but downloads were not recorded for the whole period"
+        );
+        assert_eq!(
+            download_record_lag(std::time::Duration::from_secs(86_400 * 30)).as_secs(),
+            259_200
+        );
+        assert_eq!(
+            download_record_lag(std::time::Duration::from_secs(600)).as_secs(),
+            3600
         );
     }
 }

@@ -76,25 +76,26 @@ pub fn decide(existing: Option<&Artefact>, intent: &UploadIntent<'_>) -> Result<
             ),
         ));
     }
-    let Some(slot) = doc.tarballs.get(intent.architecture) else {
-        return Ok(Decision::Write);
-    };
-    if slot.sha256 == intent.sha256 {
+    let slot = doc.tarballs.get(intent.architecture);
+    if slot.is_some_and(|slot| slot.sha256 == intent.sha256) {
         return Ok(Decision::Unchanged);
     }
     if !intent.force {
-        // A CI retry must not undo a rollback.
+        // A CI retry must not undo a rollback, in this slot or a new one.
         let version = intent.manifest.version.to_string();
-        if let Some((entry, yank)) = yank_for(doc, intent.architecture, &version, intent.sha256) {
+        if let Some((entry, yank)) = yank_for(doc, intent.architecture, &version) {
             return Err(Refusal::conflict(
                 "version_yanked",
                 format!(
-                    "Version {} of slot `{}` of `{}` was yanked at {} ({}); publish a new version (an admin may override with force=true).",
-                    entry.slot.version, intent.architecture, doc.id, yank.at, yank.reason
+                    "Version {} of `{}` was yanked at {} ({}); publish a new version (an admin may override with force=true).",
+                    entry.slot.version, doc.id, yank.at, yank.reason
                 ),
             ));
         }
     }
+    let Some(slot) = slot else {
+        return Ok(Decision::Write);
+    };
     if doc.kind == Kind::Release && !intent.force {
         // A legacy slot version that is not semver counts as older than anything valid.
         let current = Version::parse(&slot.version).ok();
@@ -316,6 +317,7 @@ mod tests {
             version: "1.0.0",
             architecture: None,
             reason: "bad",
+            may_unyank: false,
         };
         crate::domain::lifecycle::rollback(&mut doc, &back, Timestamp::from_millis(6)).unwrap();
         assert_eq!(
@@ -335,6 +337,13 @@ mod tests {
         assert_eq!(
             decide(Some(&doc), &intent(&newer, "ddd", Kind::Release)).unwrap(),
             Decision::Write
+        );
+        let mut new_slot = intent(&m, "eee", Kind::Release);
+        new_slot.architecture = "arm64";
+        assert_eq!(
+            code(decide(Some(&doc), &new_slot)),
+            "version_yanked",
+            "not under another architecture either"
         );
     }
 

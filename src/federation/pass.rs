@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use reliquary_client::archive::truncate_chars;
-use reliquary_client::jws::verify_slot;
+use reliquary_client::jws::{verify_slot, verify_slot_of};
 use reliquary_client::types::{
     Artefact, BlobRef, Change, InvalidItem, Origin, SyncSummary, Timestamp, Tombstone,
     MAX_LISTED_INVALID,
@@ -382,10 +382,16 @@ impl SyncContext {
         if tarballs.is_empty() {
             return Ok(Applied::Skipped);
         }
+        // What a history entry's signature must name: this artefact's id, kind and package.
+        let doc_identity = Artefact {
+            tarballs: BTreeMap::new(),
+            history: BTreeMap::new(),
+            ..doc.clone()
+        };
         let mut mirrored = Artefact {
             tarballs,
             origin: Some(Origin {
-                registry: origin_registry,
+                registry: origin_registry.clone(),
                 remote: remote.name.clone(),
                 synced_at: self.clock.now(),
             }),
@@ -393,6 +399,14 @@ impl SyncContext {
         };
         // The origin's history (its yanks included) travels with the document, bounded by
         // this registry's own policy and limited to the slots this remote mirrors.
+        // History entries are kept only if the origin signed them for this artefact and slot:
+        // a relaying peer cannot invent or alter them (nor pin a local blob from `gc` with one).
+        for (arch, entries) in &mut mirrored.history {
+            let probe = &doc_identity;
+            entries.retain(|entry| {
+                verify_slot_of(keys, probe, arch, &entry.slot, Some(&origin_registry)).is_ok()
+            });
+        }
         retain_history(&mut mirrored, |arch| {
             config
                 .architectures
@@ -417,7 +431,7 @@ impl SyncContext {
                     mirrored.version,
                     mirrored.tarballs.len()
                 ),
-                once_key(remote, offered.seq),
+                once_key(remote, offered.seq, &offered.id, expected),
             )
             .await;
         let committed = match self.artefacts.put(mirrored, expected).await {
@@ -537,7 +551,7 @@ impl SyncContext {
                 "sync.delete",
                 &local.id,
                 "deleted at the origin".into(),
-                once_key(remote, tombstone.seq),
+                once_key(remote, tombstone.seq, &local.id, Some(local.revision)),
             )
             .await;
         match self.artefacts.delete(&local.id, local.revision).await {
@@ -549,11 +563,15 @@ impl SyncContext {
     }
 }
 
-/// What makes a sync audit entry unique: this remote (as created, so a remote deleted and
-/// added again starts afresh) and the peer's seq of the change.
-fn once_key(remote: &RemoteRecord, peer_seq: i64) -> String {
+/// What makes a sync audit entry unique: the local write it records — this remote (as created,
+/// so a remote deleted and added again starts afresh), the artefact, the local revision it
+/// replaces — and the peer's change it applies. A replica that takes over a pass and applies
+/// the same change to the same revision shares the key; any other write has its own, whatever
+/// seqs the peer reuses.
+fn once_key(remote: &RemoteRecord, peer_seq: i64, id: &str, replaces: Option<i64>) -> String {
+    let replaces = replaces.map_or_else(|| "new".to_owned(), |r| format!("r{r}"));
     format!(
-        "{}@{}#{peer_seq}",
+        "{}@{}#{peer_seq}:{id}:{replaces}",
         remote.name,
         remote.config.created_at.millis()
     )

@@ -6,7 +6,7 @@ use super::{Registry, CAS_ATTEMPTS};
 use crate::audit::Target;
 use crate::auth::Caller;
 use crate::domain::arch::validate_architecture;
-use crate::domain::document::MAX_DESCRIPTION_CHARS;
+use crate::domain::document::{validate_document, MAX_DESCRIPTION_CHARS};
 use crate::domain::lifecycle::{self, history_items, trim_history, RollbackIntent};
 use crate::domain::rules::check_local;
 use crate::domain::visibility::Visibility;
@@ -53,6 +53,7 @@ impl Registry {
             version: request.version.trim(),
             architecture: request.architecture.as_deref(),
             reason: request.reason.trim(),
+            may_unyank: caller.is_admin(),
         };
         for _ in 0..CAS_ATTEMPTS {
             let mut doc = self
@@ -68,6 +69,13 @@ impl Registry {
             }
             trim_history(&mut doc, self.history_per_slot);
             crate::domain::document::bound_text_fields(&mut doc);
+            validate_document(&doc).map_err(|problems| {
+                Error::unprocessable(
+                    "invalid_document",
+                    "The artefact document this rollback would produce fails validation.",
+                    problems,
+                )
+            })?;
             let expected = doc.revision;
             match self.store.put(doc, Some(expected)).await {
                 Ok(doc) => {

@@ -26,7 +26,7 @@ mod upkeep;
 
 pub use artefacts::{decode_cursor, encode_cursor};
 pub use documents::Served;
-pub use upkeep::{RetentionReport, FLUSH_INTERVAL};
+pub use upkeep::RetentionReport;
 
 /// How often a write retries after losing a compare-and-swap race before giving up with 409.
 const CAS_ATTEMPTS: usize = 8;
@@ -47,6 +47,8 @@ pub struct Registry {
     /// `None`: branch builds are kept forever.
     pub branch_retention: Option<std::time::Duration>,
     pub upkeep_interval: std::time::Duration,
+    /// How often noted downloads are written.
+    pub download_flush_interval: std::time::Duration,
     /// `Some(ttl)`: downloads are redirected to presigned storage URLs valid this long.
     pub storage_redirect: Option<std::time::Duration>,
     /// Downloads noted for `lastDownloadedAt`, written in the background.
@@ -125,6 +127,7 @@ impl Registry {
             history_per_slot: config.history_per_slot,
             branch_retention: config.branch_retention,
             upkeep_interval: config.upkeep_interval,
+            download_flush_interval: config.download_flush_interval,
             storage_redirect: config.storage_redirect,
             downloads: upkeep::Downloads::new(config.branch_retention),
             metrics,

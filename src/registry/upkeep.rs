@@ -4,7 +4,8 @@
 //! notes in batches. Each artefact's `lastDownloadedAt` is written at most once per tenth of the
 //! retention period (an hour when retention is off), so a hot artefact costs the store one
 //! write per period whatever its traffic. A first download after a quiet spell is written at the
-//! next flush (seconds), so retention, which needs a whole period of silence, never misses one.
+//! next flush (every 5 s). Retention allows for the lag: it takes the last use as the recorded
+//! time plus the debounce (`domain::lifecycle::download_record_lag`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,12 +16,9 @@ use serde::Serialize;
 
 use super::Registry;
 use crate::audit::Outcome;
-use crate::domain::lifecycle::retention_due;
+use crate::domain::lifecycle::{download_record_lag, retention_due};
 use crate::error::Result;
 use crate::store::{RetentionCandidate, StoreError};
-
-/// How often noted downloads are written to the store.
-pub const FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Downloads noted since the last flush, and when each artefact's time was last written.
 #[derive(Default)]
@@ -150,13 +148,18 @@ impl Registry {
             cutoff: Some(cutoff),
             removed: Vec::new(),
         };
+        let lag = download_record_lag(retention);
+        let tracked_since = self.store.downloads_tracked_since().await?;
+        // The store's query is an index walk with no allowance for the write lag; the rule
+        // itself is written once, in the domain.
         let candidates = self.store.retention_candidates(cutoff).await?;
-        // The store's query is an index walk; the rule itself is written once, in the domain.
         let due = candidates.into_iter().filter(|c| {
             retention_due(
                 Kind::Branch,
                 c.data_updated_at,
                 c.last_downloaded_at,
+                tracked_since,
+                lag,
                 cutoff,
             )
         });

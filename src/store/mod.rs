@@ -292,6 +292,9 @@ pub trait RetentionStore: Send + Sync + 'static {
     /// Raises each id's `lastDownloadedAt` to the time given (never lowers it).
     async fn record_downloads(&self, seen: &[(String, Timestamp)]) -> StoreResult<()>;
     async fn last_downloaded(&self, id: &str) -> StoreResult<Option<Timestamp>>;
+    /// When this store started recording downloads (the migration that added them): an
+    /// artefact with no record was not necessarily unused before it.
+    async fn downloads_tracked_since(&self) -> StoreResult<Timestamp>;
     /// Branch artefacts whose bytes changed before `cutoff` and that were not downloaded since,
     /// oldest bytes first. Found through an index on (kind, dataUpdatedAt), so the walk covers
     /// idle branch builds only.

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use reliquary::store::ArtefactStore;
 use reliquary_client::jws::SigningPayload;
 use reliquary_client::types::{Kind, Timestamp, WellKnown};
 use serde_json::{json, Value};
@@ -560,4 +561,71 @@ async fn oversized_pages_and_error_bodies_are_bounded() {
     for entry in audit(&staging, "sync.error").await {
         assert!(entry["detail"].as_str().unwrap().len() <= 1024);
     }
+}
+
+#[tokio::test]
+async fn a_peer_cannot_plant_history_its_origin_did_not_sign() {
+    let peer = HostilePeer::start("evilcorp").await;
+    let bytes = npm_tarball("acme", "1.0.0");
+    let mut item = peer.document("acme@1", "noarch", &bytes, 1);
+    // A genuine earlier slot (signed for this artefact and slot), one signed for another
+    // artefact, and one whose signature is not a signature: pointing at a local blob to pin it.
+    let old = npm_tarball_with("acme", "1.0.0", b"older");
+    let genuine = peer.signed_document(
+        "acme@1",
+        "noarch",
+        "acme",
+        &sha256_hex(&old),
+        old.len() as u64,
+        1,
+        "evilcorp",
+    );
+    let elsewhere = peer.signed_document(
+        "other@1",
+        "noarch",
+        "acme",
+        &sha256_hex(&old),
+        old.len() as u64,
+        1,
+        "evilcorp",
+    );
+    let entry = |slot: &Value| {
+        let mut entry = slot.clone();
+        entry["replacedAt"] = json!(Timestamp::now());
+        entry["yanked"] = json!({"reason": "planted", "at": Timestamp::now()});
+        entry
+    };
+    let mut forged = entry(&genuine["tarballs"]["noarch"]);
+    forged["signature"] = json!("not.a.signature");
+    forged["sha256"] = json!("c".repeat(64));
+    item["history"] = json!({"noarch": [
+        entry(&genuine["tarballs"]["noarch"]),
+        entry(&elsewhere["tarballs"]["noarch"]),
+        forged,
+    ]});
+    peer.set_feed(Feed::Items(vec![item]));
+    let staging = mirror("staging").await;
+    add_peer(&staging, "evil", &peer, json!({})).await;
+    let summary = sync(&staging, "evil").await;
+    assert_eq!(summary.mirrored, 1, "{summary:?}");
+    let history: Value = staging
+        .admin_get("/artefacts/acme@1/history")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kept = history["items"].as_array().unwrap();
+    assert_eq!(
+        kept.len(),
+        1,
+        "only the entry the origin signed for this slot: {history}"
+    );
+    assert_eq!(kept[0]["sha256"], sha256_hex(&old));
+    let gc_refs = staging.registry.store.referenced_blobs().await.unwrap();
+    assert!(
+        !gc_refs.contains(&"c".repeat(64)),
+        "a forged entry pins nothing"
+    );
 }

@@ -8,6 +8,9 @@ use reliquary_client::types::Timestamp;
 use super::{map_err, MongoStore};
 use crate::store::{RetentionCandidate, RetentionStore, StoreError, StoreResult};
 
+/// The migration that started recording downloads.
+const RETENTION_MIGRATION: i64 = 3;
+
 /// Download times are looked up for this many candidates at a time.
 const BATCH: usize = 500;
 
@@ -43,6 +46,16 @@ impl RetentionStore for MongoStore {
             .await
             .map_err(map_err)?;
         found.map(|record| download_time(&record)).transpose()
+    }
+
+    async fn downloads_tracked_since(&self) -> StoreResult<Timestamp> {
+        let applied = self
+            .collection("schema_migrations")
+            .find_one(doc! {"_id": RETENTION_MIGRATION})
+            .await
+            .map_err(map_err)?
+            .ok_or_else(|| StoreError::Other("the retention migration is not recorded".into()))?;
+        parse(applied.get_str("appliedAt").map_err(corrupt)?)
     }
 
     async fn retention_candidates(

@@ -40,6 +40,18 @@ impl RetentionStore for SqliteStore {
         .await
     }
 
+    async fn downloads_tracked_since(&self) -> StoreResult<Timestamp> {
+        self.with_reader(|conn| {
+            let applied: String = conn.query_row(
+                "SELECT applied_at FROM schema_migrations WHERE version = ?1",
+                [RETENTION_MIGRATION],
+                |row| row.get(0),
+            )?;
+            parse_timestamp(&applied)
+        })
+        .await
+    }
+
     async fn retention_candidates(
         &self,
         cutoff: Timestamp,
@@ -80,6 +92,9 @@ impl RetentionStore for SqliteStore {
         .await
     }
 }
+
+/// The migration that created the `downloads` table.
+const RETENTION_MIGRATION: i64 = 5;
 
 fn parse_timestamp(text: &str) -> StoreResult<Timestamp> {
     text.parse()
