@@ -365,14 +365,12 @@ mod tests {
             Kind::Release,
             &["1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.4.0"],
         );
-        let yank = || {
-            Some(Yank {
-                reason: "r".into(),
-                at: Timestamp::from_millis(0),
-            })
-        };
         // History, newest first: 1.3.0 1.2.0 1.1.0 1.0.0; the slot serves 1.4.0.
-        doc.history.get_mut("x64").unwrap()[3].yanked = yank(); // 1.0.0: older than the slot
+        // 1.0.0, yanked, is older than the version the slot serves.
+        doc.history.get_mut("x64").unwrap()[3].yanked = Some(Yank {
+            reason: "r".into(),
+            at: Timestamp::from_millis(0),
+        });
         trim_history(&mut doc, 2);
         let kept: Vec<String> = versions(&doc).into_iter().map(|v| v.0).collect();
         assert_eq!(
