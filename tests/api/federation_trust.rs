@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use reliquary::store::ArtefactStore;
 use reliquary_client::jws::SigningPayload;
 use reliquary_client::types::{Kind, Timestamp, WellKnown};
 use serde_json::{json, Value};
