@@ -126,12 +126,16 @@ impl Federation {
         (self.lease / 3).clamp(Duration::from_secs(1), Duration::from_secs(30))
     }
 
-    /// (Re)starts the worker of `name` with its current configuration.
+    /// (Re)starts the worker of `name` with its current configuration. One lock over the stop
+    /// and the start, so that two restarts at once never leave a worker nobody can cancel.
     pub fn restart(self: &Arc<Self>, name: &str) {
-        self.stop(name);
+        let mut workers = lock(&self.workers);
+        if let Some((cancel, _)) = workers.remove(name) {
+            cancel.cancel();
+        }
         let cancel = CancellationToken::new();
         let task = tokio::spawn(run_worker(self.clone(), name.to_owned(), cancel.clone()));
-        lock(&self.workers).insert(name.to_owned(), (cancel, task));
+        workers.insert(name.to_owned(), (cancel, task));
     }
 
     pub fn stop(&self, name: &str) {
@@ -185,20 +189,33 @@ async fn sleep_or_cancel(cancel: &CancellationToken, duration: Duration) -> bool
     }
 }
 
-/// Renews the lease every third of its length; returns when it could not be renewed.
-async fn keep_lease(ctx: &SyncContext, name: &str, holder: &str, lease: Duration) {
+/// Renews the lease every third of its length while a pass runs; returns — ending the pass —
+/// when the lease was lost, could not be renewed before it would lapse, or the remote was
+/// deleted, disabled or reconfigured meanwhile (on this replica or another).
+async fn keep_lease(
+    ctx: &SyncContext,
+    remote: &crate::store::RemoteRecord,
+    holder: &str,
+    lease: Duration,
+) {
+    let name = remote.name.as_str();
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let tick = lease / 3;
     let mut renewed = Instant::now();
     loop {
-        tokio::time::sleep(lease / 3).await;
+        tokio::time::sleep(tick).await;
+        match ctx.remotes.get_remote(name).await {
+            Ok(Some(now)) if now.config == remote.config => {}
+            Ok(_) => return,
+            Err(error) => tracing::warn!(remote = %name, %error, "cannot re-read the remote"),
+        }
         match ctx.remotes.acquire_lease(name, holder, lease_ms).await {
             Ok(true) => renewed = Instant::now(),
             Ok(false) => return,
-            // Unreachable store: the pass cannot commit either; give up once the lease would
-            // have lapsed, since another replica may hold it by then.
             Err(error) => {
                 tracing::warn!(remote = %name, %error, "cannot renew the sync lease");
-                if renewed.elapsed() >= lease {
+                // Stop before the lease can lapse: another replica may take it then.
+                if renewed.elapsed() + tick >= lease {
                     return;
                 }
             }
@@ -250,8 +267,8 @@ async fn run_worker(federation: Arc<Federation>, name: String, cancel: Cancellat
         // lease was lost (this replica stalled past it, another took over) stops at once.
         let result = tokio::select! {
             _ = cancel.cancelled() => break,
-            () = keep_lease(ctx, &name, holder, federation.lease) => {
-                tracing::warn!(remote = %name, "lost the sync lease mid-pass; another replica syncs it now");
+            () = keep_lease(ctx, &remote, holder, federation.lease) => {
+                tracing::warn!(remote = %name, "pass stopped: the lease was lost or the remote changed");
                 continue;
             }
             result = async {

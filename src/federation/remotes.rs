@@ -288,6 +288,19 @@ impl Federation {
                 .ok_or_else(|| remote_not_found(name))?;
             self.stop(name);
             let view = self.remote_view(&record, &self.key_ring().await?).await?;
+            if record.config.enabled {
+                // Disabled first, so that no replica's worker (nor this one's reconcile) mirrors
+                // anything more while the purge runs; a failed purge leaves it disabled, and
+                // retrying the DELETE finishes it.
+                let disabled = RemoteConfig {
+                    enabled: false,
+                    ..record.config.clone()
+                };
+                self.ctx
+                    .remotes
+                    .put_remote(name, &disabled, &record.token)
+                    .await?;
+            }
             if purge {
                 for (id, revision) in self.ctx.remotes.mirrored_by(name).await? {
                     match self.ctx.artefacts.delete(&id, revision).await {

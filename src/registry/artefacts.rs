@@ -1,11 +1,10 @@
 //! Artefact operations: read, upload (the commit protocol), list, patch and delete.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::Stream;
-use reliquary_client::types::{Artefact, BrowsePage, ChangePage, Deprecation, Slot, Tombstone};
+use reliquary_client::types::{Artefact, Deprecation, Slot, Tombstone};
 
 use super::documents::Served;
 use super::{ArtefactPatch, Registry, UploadRequest, Uploaded, CAS_ATTEMPTS};
@@ -21,7 +20,7 @@ use crate::domain::tarball::Manifest;
 use crate::domain::visibility::Visibility;
 use crate::error::{Error, Result};
 use crate::signing::SlotFacts;
-use crate::store::{BrowseQuery, StoreError};
+use crate::store::StoreError;
 use crate::upload::{receive, Received};
 
 impl Registry {
@@ -391,51 +390,6 @@ impl Registry {
         Err(StoreError::RevisionMismatch.into())
     }
 
-    /// Browse mode of `GET /artefacts`.
-    pub async fn browse(&self, caller: &Caller, mut query: BrowseQuery) -> Result<BrowsePage> {
-        let visibility = caller.visibility(self.anonymous_read)?;
-        let limit = query.limit;
-        query.limit = limit + 1;
-        let mut items = self.store.browse(&query, &visibility).await?;
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|doc| encode_cursor(&doc.id))
-        } else {
-            None
-        };
-        Ok(BrowsePage { items, next_cursor })
-    }
-
-    /// Sync mode of `GET /artefacts?since=N`. With `wait`, an empty answer is held back until
-    /// a change commits or `wait` passes (long-polling); the store is also re-read every second
-    /// so that commits made by other replicas are seen too.
-    pub async fn changes(
-        &self,
-        caller: &Caller,
-        since: i64,
-        limit: usize,
-        wait: Option<Duration>,
-    ) -> Result<ChangePage> {
-        let visibility = caller.visibility(self.anonymous_read)?;
-        let deadline = Instant::now() + wait.unwrap_or_default();
-        let mut commits = self.subscribe_changes();
-        loop {
-            let changes = self.store.changes(since, limit, &visibility).await?;
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if !changes.items.is_empty() || remaining.is_zero() {
-                return Ok(ChangePage {
-                    items: changes.items,
-                    last_seq: changes.last_seq,
-                    has_more: changes.has_more,
-                });
-            }
-            tokio::select! {
-                _ = commits.changed() => {}
-                _ = tokio::time::sleep(remaining.min(Duration::from_secs(1))) => {}
-            }
-        }
-    }
-
     pub async fn patch(&self, caller: &Caller, id: &str, patch: ArtefactPatch) -> Result<Artefact> {
         let detail = format!("{patch:?}");
         let result = self.patch_unaudited(caller, id, patch).await;
@@ -588,24 +542,4 @@ impl Registry {
         }
         Err(StoreError::RevisionMismatch.into())
     }
-}
-
-/// Browse cursors are opaque to clients: the last id seen, base64url-encoded.
-pub fn encode_cursor(id: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
-}
-
-pub fn decode_cursor(cursor: &str) -> Result<String> {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(|| {
-            Error::bad_request(
-                "invalid_cursor",
-                "That cursor is not one this registry issued; start again without it.",
-            )
-        })
 }

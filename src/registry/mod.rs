@@ -20,12 +20,13 @@ use crate::store::MetadataStore;
 mod artefacts;
 mod audit;
 mod documents;
+mod feed;
 mod keys;
 mod lifecycle;
 mod upkeep;
 
-pub use artefacts::{decode_cursor, encode_cursor};
 pub use documents::Served;
+pub use feed::{decode_cursor, encode_cursor};
 pub use upkeep::RetentionReport;
 
 /// How often a write retries after losing a compare-and-swap race before giving up with 409.
