@@ -21,24 +21,15 @@ struct RemotesPage {
     flash: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
-pub struct FlashQuery {
-    flash: Option<String>,
-}
-
 /// `/ui/remotes`: federation health.
-pub async fn remotes(
-    State(state): State<AppState>,
-    visitor: Visitor,
-    Query(query): Query<FlashQuery>,
-) -> PageResult {
+pub async fn remotes(State(state): State<AppState>, visitor: Visitor) -> PageResult {
     require_admin(&visitor, "/ui/remotes")?;
     let now = Timestamp::now();
     let remotes = state.federation.list_remotes(&visitor.caller).await?;
     render(&RemotesPage {
         nav: nav(&state, &visitor, "remotes"),
         remotes: remotes.iter().map(|r| RemoteRow::of(r, now)).collect(),
-        flash: query.flash,
+        flash: visitor.take_flash(&state),
     })
 }
 
@@ -67,10 +58,8 @@ pub async fn sync_remote(
         ),
         Err(error) => format!("{name}: {}", error.message),
     };
-    let q = form_urlencoded::Serializer::new(String::new())
-        .append_pair("flash", &message)
-        .finish();
-    Ok(Page::redirect(&format!("/ui/remotes?{q}")))
+    visitor.flash(&state, message);
+    Ok(Page::redirect("/ui/remotes"))
 }
 
 #[derive(Deserialize)]
@@ -107,10 +96,8 @@ pub async fn rollback(
         ),
         Err(error) => format!("Rollback refused: {}", error.message),
     };
-    let q = form_urlencoded::Serializer::new(String::new())
-        .append_pair("flash", &message)
-        .finish();
-    Ok(Page::redirect(&format!("{page}?{q}")))
+    visitor.flash(&state, message);
+    Ok(Page::redirect(&page))
 }
 
 #[derive(Template)]

@@ -93,6 +93,20 @@ impl Visitor {
             .unwrap_or_default()
     }
 
+    /// Keeps `message` for this visitor's next page.
+    pub fn flash(&self, state: &AppState, message: String) {
+        if let Some((id, _)) = &self.session {
+            state.sessions.set_flash(id, message);
+        }
+    }
+
+    /// The message the last form left for this page, once.
+    pub fn take_flash(&self, state: &AppState) -> Option<String> {
+        self.session
+            .as_ref()
+            .and_then(|(id, _)| state.sessions.take_flash(id))
+    }
+
     /// Fails unless `token` is this session's CSRF token.
     pub fn check_csrf(&self, token: &str) -> Result<(), Page> {
         match &self.session {

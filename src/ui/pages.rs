@@ -181,17 +181,11 @@ struct ArtefactPage {
     curl_snippet: String,
 }
 
-#[derive(Deserialize)]
-pub struct FlashQuery {
-    flash: Option<String>,
-}
-
 /// `/ui/artefacts/{id}`: one artefact with every slot and their history.
 pub async fn artefact(
     State(state): State<AppState>,
     visitor: Visitor,
     Path(id): Path<String>,
-    Query(query): Query<FlashQuery>,
     headers: HeaderMap,
 ) -> PageResult {
     let base = headers
@@ -279,7 +273,7 @@ pub async fn artefact(
         rollback_architectures,
         last_downloaded,
         retention,
-        flash: query.flash,
+        flash: visitor.take_flash(&state),
         path_id: path_id.clone(),
         chip: views::chip(&doc),
         licence: doc.licence.clone().unwrap_or_else(|| "—".into()),

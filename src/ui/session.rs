@@ -17,6 +17,9 @@ const LIFETIME: Duration = Duration::from_secs(12 * 3600);
 pub struct Session {
     pub token_sha256: String,
     pub csrf: String,
+    /// What the last form did, shown once by the next page (never taken from a URL, so a link
+    /// cannot put words in the registry's mouth).
+    pub flash: Option<String>,
     expires_at: Instant,
 }
 
@@ -32,6 +35,7 @@ impl Sessions {
         let session = Session {
             token_sha256,
             csrf: Alphanumeric.sample_string(&mut OsRng, 32),
+            flash: None,
             expires_at: Instant::now() + LIFETIME,
         };
         let mut live = self
@@ -52,6 +56,27 @@ impl Sessions {
         live.get(id)
             .filter(|s| s.expires_at > Instant::now())
             .cloned()
+    }
+
+    /// Keeps a message for the session's next page.
+    pub fn set_flash(&self, id: &str, message: String) {
+        if let Some(session) = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_mut(id)
+        {
+            session.flash = Some(message);
+        }
+    }
+
+    /// The message kept for this page, once.
+    pub fn take_flash(&self, id: &str) -> Option<String> {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_mut(id)
+            .and_then(|session| session.flash.take())
     }
 
     pub fn remove(&self, id: &str) {

@@ -1039,13 +1039,26 @@ async fn the_ui_shows_history_and_its_rollback_form_needs_an_admin_session_and_t
     .await
     .unwrap();
     assert_eq!(done.status(), 200);
-    assert!(
-        done.url()
-            .as_str()
-            .contains("/ui/artefacts/acme@1?flash=Rolled+back"),
-        "back to the page with a message: {}",
-        done.url()
+    assert_eq!(
+        done.url().path(),
+        "/ui/artefacts/acme@1",
+        "back to the page"
     );
+    let shown = done.text().await.unwrap();
+    assert!(
+        shown.contains("Rolled back to 1.0.0"),
+        "with a message: {shown}"
+    );
+    // The message lives in the session: a crafted URL cannot make the page say anything.
+    let crafted = server
+        .get("/ui/artefacts/acme@1?flash=Your+session+expired")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!crafted.contains("Your session expired"));
     assert_eq!(doc(&server, "acme@1").await.1["version"], "1.0.0");
     let after = page(Some(cookie)).await;
     assert!(

@@ -178,8 +178,10 @@ async fn three_replicas_survive_the_loss_of_the_one_that_syncs() {
     let twice: Vec<_> = times.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "mirrored more than once: {twice:?}");
     // The data says the same: each document was written once (a second write is revision 2).
+    // Browse mode, not the change feed: the feed holds back, for up to 30 s, behind a seq the
+    // killed replica claimed and never committed (docs/operations.md).
     let feed: Value = reqwest::Client::new()
-        .get(format!("{}/artefacts?since=0&limit=500", survivors[1].url))
+        .get(format!("{}/artefacts?limit=500", survivors[1].url))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
