@@ -64,6 +64,7 @@ pub(crate) fn artefact(i: usize, now: Timestamp) -> Artefact {
                 uploaded_at: now,
                 signature: "x".repeat(300),
                 attestation: None,
+                published_by: None,
             },
         )]),
         origin: None,

@@ -1,8 +1,9 @@
 //! Who is calling and what they may do: token lookup, roles, scopes and read visibility.
 
-use reliquary_client::types::{ApiKey, Role, Timestamp};
+use reliquary_client::types::{ApiKey, Kind, Role, Timestamp};
 
 use crate::config::AnonymousRead;
+use crate::domain::id::id_matches;
 use crate::domain::visibility::Visibility;
 use crate::error::{Error, Result};
 use crate::secrets::{token_hash, TOKEN_PREFIX};
@@ -144,7 +145,31 @@ impl Caller {
                 )));
             }
         }
+        if let Some(patterns) = &key.allowed_ids {
+            if !patterns.iter().any(|pattern| id_matches(pattern, id)) {
+                return Err(Error::forbidden(format!(
+                    "Key `{}` may only publish ids matching {} (allowedIds); `{id}` matches none.",
+                    key.name,
+                    quoted(patterns.iter().map(String::as_str))
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// May this caller write an artefact of `kind`? Publish keys within `allowedKinds`.
+    pub fn require_kind(&self, id: &str, kind: Kind) -> Result<()> {
+        let Some(key) = self.key().filter(|k| k.role == Role::Publish) else {
+            return Ok(());
+        };
+        match &key.allowed_kinds {
+            Some(kinds) if !kinds.contains(&kind) => Err(Error::forbidden(format!(
+                "Key `{}` may only publish {} artefacts (allowedKinds); `{id}` is a {kind} artefact.",
+                key.name,
+                quoted(kinds.iter().map(|kind| kind.as_str()))
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// The scopes that depend on the artefact's content: package name and category.
@@ -171,4 +196,12 @@ impl Caller {
         }
         Ok(())
     }
+}
+
+/// `a`, `b` — for messages that list a key's scope values.
+fn quoted<'a>(values: impl Iterator<Item = &'a str>) -> String {
+    values
+        .map(|v| format!("`{v}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

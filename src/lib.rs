@@ -175,6 +175,8 @@ async fn bootstrap_admin(store: &dyn MetadataStore, config: &Config) -> anyhow::
         allowed_package_name: None,
         allowed_name_prefix: None,
         allowed_category: None,
+        allowed_ids: None,
+        allowed_kinds: None,
         created_at: Timestamp::now(),
         expires_at: None,
         last_used_at: None,

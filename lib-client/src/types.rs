@@ -107,6 +107,17 @@ pub struct Slot {
     /// verified by the registry; served at `/artefacts/{id}/tarballs/{arch}/attestation`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attestation: Option<BlobRef>,
+    /// The key that uploaded it (not signed: who, not what; kept across mirrors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_by: Option<PublishedBy>,
+}
+
+/// Who published a slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishedBy {
+    pub key_id: String,
+    pub key_name: String,
 }
 
 /// A stored blob by digest.
@@ -476,6 +487,12 @@ pub struct ApiKey {
     pub allowed_package_name: Option<String>,
     pub allowed_name_prefix: Option<String>,
     pub allowed_category: Option<String>,
+    /// Id patterns a publish key may write (`*`: any run of characters except `/`).
+    #[serde(default)]
+    pub allowed_ids: Option<Vec<String>>,
+    /// The kinds a publish key may write (a staging CI key: `["branch"]`).
+    #[serde(default)]
+    pub allowed_kinds: Option<Vec<Kind>>,
     pub created_at: Timestamp,
     pub expires_at: Option<Timestamp>,
     pub last_used_at: Option<Timestamp>,
@@ -501,6 +518,10 @@ pub struct NewKey {
     pub allowed_name_prefix: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_ids: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_kinds: Option<Vec<Kind>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,
 }

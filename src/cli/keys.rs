@@ -1,7 +1,7 @@
 //! `reliquary keys create|list|revoke`.
 
 use clap::Subcommand;
-use reliquary_client::types::{ApiKey, NewKey, Role, Timestamp};
+use reliquary_client::types::{ApiKey, Kind, NewKey, Role, Timestamp};
 
 use super::ClientArgs;
 
@@ -24,6 +24,12 @@ pub enum KeysCommand {
         /// Publish/mirror keys: the category they are limited to.
         #[arg(long)]
         allowed_category: Option<String>,
+        /// Publish keys: an id pattern they may write (`*`: any run but `/`); repeatable.
+        #[arg(long = "allowed-id")]
+        allowed_ids: Vec<String>,
+        /// Publish keys: a kind they may write (`release`, `branch`); repeatable.
+        #[arg(long = "allowed-kind")]
+        allowed_kinds: Vec<Kind>,
         /// When the key stops working (RFC 3339).
         #[arg(long)]
         expires_at: Option<Timestamp>,
@@ -43,6 +49,8 @@ pub async fn run(args: &ClientArgs, command: KeysCommand) -> anyhow::Result<()> 
             allowed_package_name,
             allowed_name_prefix,
             allowed_category,
+            allowed_ids,
+            allowed_kinds,
             expires_at,
         } => {
             let created = client
@@ -52,6 +60,8 @@ pub async fn run(args: &ClientArgs, command: KeysCommand) -> anyhow::Result<()> 
                     allowed_package_name,
                     allowed_name_prefix,
                     allowed_category,
+                    allowed_ids: Some(allowed_ids).filter(|v| !v.is_empty()),
+                    allowed_kinds: Some(allowed_kinds).filter(|v| !v.is_empty()),
                     expires_at,
                 })
                 .await?;
@@ -94,6 +104,13 @@ fn describe(key: &ApiKey) -> String {
         if let Some(value) = scope {
             line.push_str(&format!("  {label}={value}"));
         }
+    }
+    if let Some(ids) = &key.allowed_ids {
+        line.push_str(&format!("  ids={}", ids.join(",")));
+    }
+    if let Some(kinds) = &key.allowed_kinds {
+        let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+        line.push_str(&format!("  kinds={}", kinds.join(",")));
     }
     if let Some(at) = key.expires_at {
         line.push_str(&format!("  expires {at}"));

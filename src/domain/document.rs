@@ -104,6 +104,15 @@ pub fn validate_document(doc: &Artefact) -> Result<(), Vec<FieldError>> {
         if let Some(attestation) = &slot.attestation {
             check(&field("attestation"), check_sha256(&attestation.sha256));
         }
+        if let Some(by) = &slot.published_by {
+            check(&field("publishedBy/keyName"), validate_name(&by.key_name));
+            if by.key_id.is_empty() || by.key_id.len() > MAX_NAME_CHARS {
+                check(
+                    &field("publishedBy/keyId"),
+                    Err(format!("has 1 to {MAX_NAME_CHARS} characters")),
+                );
+            }
+        }
     };
     for (arch, slot) in &doc.tarballs {
         let field = |name: &str| format!("tarballs/{}/{name}", truncate_chars(arch, 40));
@@ -315,6 +324,7 @@ pub(crate) mod tests {
             uploaded_at: Timestamp::from_millis(0),
             signature: "x.y.z".into(),
             attestation: None,
+            published_by: None,
         };
         Artefact {
             id: "acme@1".into(),

@@ -6,6 +6,46 @@
 /// The longest id accepted (npm's package-name limit).
 pub const MAX_ID_LEN: usize = 214;
 
+/// Patterns a key may carry in `allowedIds`.
+pub const MAX_ID_PATTERNS: usize = 32;
+
+/// Whether `id` matches an `allowedIds` pattern: `*` matches any run of characters except `/`,
+/// everything else matches itself (`acme-plugin@*`, `@acme/*@1`).
+pub fn id_matches(pattern: &str, id: &str) -> bool {
+    let (pattern, id) = (pattern.as_bytes(), id.as_bytes());
+    // reachable[j]: the pattern read so far can match the first j bytes of the id. Linear in
+    // both lengths, however many stars (no backtracking blow-up).
+    let mut reachable = vec![false; id.len() + 1];
+    reachable[0] = true;
+    for &p in pattern {
+        if p == b'*' {
+            for j in 1..=id.len() {
+                reachable[j] = reachable[j] || (reachable[j - 1] && id[j - 1] != b'/');
+            }
+        } else {
+            for j in (1..=id.len()).rev() {
+                reachable[j] = reachable[j - 1] && id[j - 1] == p;
+            }
+            reachable[0] = false;
+        }
+    }
+    reachable[id.len()]
+}
+
+/// An `allowedIds` pattern: an id's alphabet plus `*`, 1 to [`MAX_ID_LEN`] characters.
+pub fn validate_id_pattern(pattern: &str) -> Result<(), String> {
+    let alphabet = pattern
+        .chars()
+        .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-' | '.' | '_' | '~' | '@' | '/' | '*'));
+    if pattern.is_empty() || pattern.len() > MAX_ID_LEN || !alphabet {
+        return Err(format!(
+            "`{}` is not an id pattern (1 to {MAX_ID_LEN} of a-z 0-9 - . _ ~ @ / and `*`)",
+            pattern.chars().take(100).collect::<String>().escape_debug()
+        ));
+    }
+    Ok(())
+}
+
 /// Checks an id against `api.md`; the error is a sentence naming what is wrong.
 pub fn validate_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > MAX_ID_LEN {
@@ -41,6 +81,36 @@ pub fn validate_id(id: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_patterns_match_any_run_but_a_slash() {
+        for (pattern, id, matches) in [
+            ("acme-plugin@*", "acme-plugin@1", true),
+            ("acme-plugin@*", "acme-plugin@main", true),
+            ("acme-plugin@*", "acme-plugin-extra@1", false),
+            ("acme-*@1", "acme-plugin@1", true),
+            ("acme-*@1", "acme-plugin@2", false),
+            ("*@1", "@acme/plugin@1", false),
+            ("@acme/*@1", "@acme/plugin@1", true),
+            ("*", "anything@1", true),
+            ("exact@1", "exact@1", true),
+            ("exact@1", "exact@12", false),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+            ("**", "", true),
+            ("a", "", false),
+        ] {
+            assert_eq!(id_matches(pattern, id), matches, "{pattern} ~ {id}");
+        }
+        let long = "a".repeat(MAX_ID_LEN);
+        assert!(
+            id_matches(&"*a".repeat(100), &long),
+            "no backtracking blow-up"
+        );
+        assert!(validate_id_pattern("acme-*@1").is_ok());
+        assert!(validate_id_pattern("ACME*").is_err());
+        assert!(validate_id_pattern("").is_err());
+    }
     use proptest::prelude::*;
 
     #[test]

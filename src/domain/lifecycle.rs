@@ -242,6 +242,7 @@ mod tests {
             uploaded_at: Timestamp::from_millis(at),
             signature: format!("sig-{sha}"),
             attestation: None,
+            published_by: None,
         }
     }
 

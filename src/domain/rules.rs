@@ -202,6 +202,7 @@ mod tests {
             uploaded_at: Timestamp::from_millis(0),
             signature: String::new(),
             attestation: None,
+            published_by: None,
         };
         apply_upload(None, &i, slot, Timestamp::from_millis(0))
     }
@@ -302,6 +303,7 @@ mod tests {
             uploaded_at: Timestamp::from_millis(5),
             signature: String::new(),
             attestation: None,
+            published_by: None,
         };
         doc = apply_upload(
             Some(doc),
@@ -376,6 +378,7 @@ mod tests {
             uploaded_at: Timestamp::from_millis(5),
             signature: String::new(),
             attestation: None,
+            published_by: None,
         };
         let after = apply_upload(Some(doc.clone()), &i, slot, Timestamp::from_millis(5));
         assert_eq!(after.created_at, doc.created_at);

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::Stream;
-use reliquary_client::types::{Artefact, Deprecation, Slot, Tombstone};
+use reliquary_client::types::{Artefact, Deprecation, PublishedBy, Slot, Tombstone};
 
 use super::documents::Served;
 use super::{ArtefactPatch, Registry, UploadRequest, Uploaded, CAS_ATTEMPTS};
@@ -231,13 +231,16 @@ impl Registry {
     /// The checks an upload must pass before its body is read (the caller's role and id
     /// scope, and `force`); a refusal is audited like any denied upload.
     pub async fn admit_upload(&self, caller: &Caller, request: &UploadRequest) -> Result<()> {
-        let result = caller.require_publish(&request.id).and_then(|()| {
-            if request.force && !caller.is_admin() {
-                Err(Error::forbidden("`force=true` needs an admin key."))
-            } else {
-                Ok(())
-            }
-        });
+        let result = caller
+            .require_publish(&request.id)
+            .and_then(|()| caller.require_kind(&request.id, request.kind))
+            .and_then(|()| {
+                if request.force && !caller.is_admin() {
+                    Err(Error::forbidden("`force=true` needs an admin key."))
+                } else {
+                    Ok(())
+                }
+            });
         if let Err(error) = &result {
             if Outcome::of_error(error) == Some(Outcome::Denied) {
                 let target = Target::slot(&request.id, &request.architecture);
@@ -266,6 +269,7 @@ impl Registry {
         E: std::fmt::Display,
     {
         caller.require_publish(&request.id)?;
+        caller.require_kind(&request.id, request.kind)?;
         if request.force && !caller.is_admin() {
             return Err(Error::forbidden("`force=true` needs an admin key."));
         }
@@ -356,6 +360,10 @@ impl Registry {
                 uploaded_at: now,
                 signature,
                 attestation: attestation.clone(),
+                published_by: caller.key().map(|key| PublishedBy {
+                    key_id: key.id.clone(),
+                    key_name: key.name.clone(),
+                }),
             };
             let expected = existing.as_ref().map(|doc| doc.revision);
             let created = existing.is_none();
@@ -419,6 +427,7 @@ impl Registry {
                 .await?
                 .ok_or_else(|| Error::artefact_not_found(id))?;
             check_local(&doc)?;
+            caller.require_kind(id, doc.kind)?;
             caller.require_content_scopes(&doc.package_name, doc.category.as_deref())?;
             if let Some(category) = &patch.category {
                 doc.category = Some(category.clone()).filter(|c| !c.is_empty());

@@ -6,6 +6,7 @@ use super::Registry;
 use crate::audit::Target;
 use crate::auth::Caller;
 use crate::domain::document::{validate_name, validate_scopes};
+use crate::domain::id::{validate_id_pattern, MAX_ID_PATTERNS};
 use crate::error::{Error, Result};
 use crate::secrets::{generate_token, token_display_prefix, token_hash};
 use crate::store::{KeyRecord, StoreError};
@@ -39,6 +40,8 @@ impl Registry {
             allowed_package_name: request.allowed_package_name,
             allowed_name_prefix: request.allowed_name_prefix,
             allowed_category: request.allowed_category,
+            allowed_ids: request.allowed_ids,
+            allowed_kinds: request.allowed_kinds,
             created_at: self.clock.now(),
             expires_at: request.expires_at,
             last_used_at: None,
@@ -129,6 +132,25 @@ fn validate_new_key(request: &NewKey, now: Timestamp) -> Result<()> {
     if empty_scope {
         problems.push("a scope, when given, must not be empty");
     }
+    if (request.allowed_ids.is_some() || request.allowed_kinds.is_some())
+        && request.role != Role::Publish
+    {
+        problems.push(
+            "`allowedIds` and `allowedKinds` apply to publish keys (a mirror key is scoped by `allowedNamePrefix` and `allowedCategory`)",
+        );
+    }
+    if request.allowed_ids.as_ref().is_some_and(Vec::is_empty)
+        || request.allowed_kinds.as_ref().is_some_and(Vec::is_empty)
+    {
+        problems.push("`allowedIds` and `allowedKinds`, when given, list at least one value");
+    }
+    if request
+        .allowed_ids
+        .as_ref()
+        .is_some_and(|ids| ids.len() > MAX_ID_PATTERNS)
+    {
+        problems.push("`allowedIds` lists at most 32 patterns");
+    }
     if request.expires_at.is_some_and(|at| at <= now) {
         problems.push("`expiresAt` is in the past");
     }
@@ -147,6 +169,11 @@ fn validate_new_key(request: &NewKey, now: Timestamp) -> Result<()> {
             .as_deref()
             .filter(|s| !s.is_empty()),
     ));
+    for pattern in request.allowed_ids.iter().flatten() {
+        if let Err(why) = validate_id_pattern(pattern) {
+            problems.push(format!("`allowedIds`: {why}"));
+        }
+    }
     if problems.is_empty() {
         Ok(())
     } else {

@@ -62,6 +62,7 @@ impl Registry {
                 .await?
                 .ok_or_else(|| Error::artefact_not_found(id))?;
             check_local(&doc)?;
+            caller.require_kind(id, doc.kind)?;
             caller.require_content_scopes(&doc.package_name, doc.category.as_deref())?;
             let changed = lifecycle::rollback(&mut doc, &intent, self.clock.now())?;
             if changed.is_empty() {

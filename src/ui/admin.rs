@@ -143,6 +143,12 @@ pub struct CreateKeyForm {
     allowed_name_prefix: String,
     #[serde(default)]
     allowed_category: String,
+    /// Comma-separated id patterns.
+    #[serde(default)]
+    allowed_ids: String,
+    /// `release`, `branch`, or empty for both.
+    #[serde(default)]
+    allowed_kind: String,
 }
 
 /// Creates a key and shows its token, once.
@@ -160,6 +166,21 @@ pub async fn create_key(
         allowed_package_name: optional(form.allowed_package_name),
         allowed_name_prefix: optional(form.allowed_name_prefix),
         allowed_category: optional(form.allowed_category),
+        allowed_ids: Some(
+            form.allowed_ids
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+        )
+        .filter(|ids| !ids.is_empty()),
+        allowed_kinds: match form.allowed_kind.as_str() {
+            "" => None,
+            kind => Some(vec![kind.parse().map_err(|why: String| {
+                Page::error(axum::http::StatusCode::BAD_REQUEST, "Bad kind", &why)
+            })?]),
+        },
         expires_at: None,
     };
     match state.registry.create_key(&visitor.caller, request).await {

@@ -237,6 +237,10 @@ pub async fn artefact(
                 signature_status: status,
                 signature_class: class,
                 download: format!("/artefacts/{path_id}/tarball?architecture={arch}"),
+                published_by: slot.published_by.as_ref().map_or_else(
+                    || "—".to_owned(),
+                    |by| format!("{} ({})", by.key_name, by.key_id),
+                ),
             }
         })
         .collect();

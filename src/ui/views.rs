@@ -79,6 +79,8 @@ pub struct SlotView {
     pub signature_status: &'static str,
     pub signature_class: &'static str,
     pub download: String,
+    /// The key that uploaded it, by name (and id), or `—`.
+    pub published_by: String,
 }
 
 /// One history entry on the artefact page.
@@ -185,7 +187,7 @@ pub struct KeyRow {
 
 impl KeyRow {
     pub fn of(key: &ApiKey, now: Timestamp) -> Self {
-        let scopes: Vec<String> = [
+        let mut scopes: Vec<String> = [
             ("package", &key.allowed_package_name),
             ("prefix", &key.allowed_name_prefix),
             ("category", &key.allowed_category),
@@ -193,6 +195,13 @@ impl KeyRow {
         .iter()
         .filter_map(|(label, value)| value.as_ref().map(|v| format!("{label}={v}")))
         .collect();
+        if let Some(ids) = &key.allowed_ids {
+            scopes.push(format!("ids={}", ids.join(",")));
+        }
+        if let Some(kinds) = &key.allowed_kinds {
+            let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+            scopes.push(format!("kinds={}", kinds.join(",")));
+        }
         let status = match (key.revoked_at, key.expires_at) {
             (Some(at), _) => format!("revoked {}", ago(at, now)),
             (None, Some(at)) if at <= now => "expired".into(),

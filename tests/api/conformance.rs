@@ -64,6 +64,7 @@ pub fn artefact(id: &str, kind: Kind, category: Option<&str>) -> Artefact {
                 uploaded_at: now,
                 signature: "sig".into(),
                 attestation: None,
+                published_by: None,
             },
         )]),
         origin: None,

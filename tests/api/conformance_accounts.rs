@@ -15,6 +15,8 @@ fn key(name: &str, role: Role) -> ApiKey {
         allowed_package_name: None,
         allowed_name_prefix: Some("acme".into()),
         allowed_category: None,
+        allowed_ids: Some(vec!["acme-*@1".into()]),
+        allowed_kinds: Some(vec![Kind::Branch]),
         created_at: Timestamp::now(),
         expires_at: None,
         last_used_at: None,

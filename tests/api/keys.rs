@@ -457,3 +457,132 @@ async fn expired_and_revoked_keys_are_401_and_revoked_ones_stay_listed() {
         "a listing never holds a token"
     );
 }
+
+#[tokio::test]
+async fn id_patterns_and_kinds_scope_publish_keys_and_every_slot_says_who_published_it() {
+    let server = TestServer::start().await;
+    let upload_as = crate::lifecycle::upload_as;
+    // A staging CI key: branch builds of acme plugins only.
+    let staging_ci = create_key(
+        &server,
+        json!({"name": "staging-ci", "role": "publish", "allowedIds": ["acme-*@*"], "allowedKinds": ["branch"]}),
+    )
+    .await;
+    assert_eq!(
+        staging_ci.key.allowed_ids,
+        Some(vec!["acme-*@*".to_owned()])
+    );
+    let token = staging_ci.token.as_str();
+    let tarball = |name: &str| npm_tarball(name, "1.0.0");
+
+    let (status, doc) = upload_as(
+        &server,
+        token,
+        "acme-x@main",
+        "kind=branch",
+        tarball("acme-x"),
+    )
+    .await;
+    assert_eq!(status, 201, "{doc}");
+    assert_eq!(
+        doc["tarballs"]["noarch"]["publishedBy"],
+        json!({"keyId": staging_ci.key.id, "keyName": "staging-ci"}),
+        "every slot records the key that published it"
+    );
+    for (id, query, name, scope) in [
+        ("other@main", "kind=branch", "other", "allowedIds"),
+        ("@acme/x@main", "kind=branch", "@acme/x", "allowedIds"),
+        ("acme-x@1", "kind=release", "acme-x", "allowedKinds"),
+    ] {
+        let (status, error) = upload_as(&server, token, id, query, tarball(name)).await;
+        assert_eq!(status, 403, "{id}: {error}");
+        assert!(
+            error["message"].as_str().unwrap().contains(scope),
+            "{id}: {error}"
+        );
+    }
+    // The kind scope holds for every write: a release published by someone else stays out of
+    // its reach (patch, rollback).
+    server
+        .upload_ok("acme-y@1", "", npm_tarball("acme-y", "1.0.0"), 201)
+        .await;
+    let patched = server
+        .client
+        .patch(format!("{}/artefacts/acme-y@1", server.url))
+        .bearer_auth(token)
+        .json(&json!({"description": "mine now"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 403);
+    let admin_slot = &doc_of(&server, "acme-y@1").await["tarballs"]["noarch"]["publishedBy"];
+    assert_eq!(admin_slot["keyName"], "bootstrap-admin");
+
+    // Bad scopes are refused when the key is made, and say why.
+    for (body, why) in [
+        (
+            json!({"name": "m", "role": "mirror", "allowedIds": ["acme-*"]}),
+            "publish keys",
+        ),
+        (
+            json!({"name": "p", "role": "publish", "allowedIds": []}),
+            "at least one",
+        ),
+        (
+            json!({"name": "p", "role": "publish", "allowedIds": ["ACME*"]}),
+            "not an id pattern",
+        ),
+        (
+            json!({"name": "p", "role": "publish", "allowedKinds": ["nightly"]}),
+            "",
+        ),
+    ] {
+        let response = server.admin_post("/keys").json(&body).send().await.unwrap();
+        let status = response.status().as_u16();
+        let error: Value = response.json().await.unwrap();
+        assert!(status == 400 || status == 422, "{body}: {status} {error}");
+        assert!(
+            error["message"].as_str().unwrap().contains(why),
+            "{body}: {error}"
+        );
+    }
+
+    // The CLI creates such keys too, and lists their scopes.
+    let url = server.url.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_reliquary"))
+            .args(["keys", "create", "--name", "cli-ci", "--role", "publish"])
+            .args([
+                "--allowed-id",
+                "acme-*@1",
+                "--allowed-id",
+                "tools@*",
+                "--allowed-kind",
+                "release",
+            ])
+            .args(["--registry", &url, "--token", ADMIN_TOKEN, "--json"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let created: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(created["key"]["allowedIds"], json!(["acme-*@1", "tools@*"]));
+    assert_eq!(created["key"]["allowedKinds"], json!(["release"]));
+}
+
+async fn doc_of(server: &TestServer, id: &str) -> Value {
+    server
+        .admin_get(&format!("/artefacts/{}", encode(id)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

@@ -207,7 +207,7 @@ async fn history(server: &TestServer, id: &str, query: &str) -> Vec<Value> {
     page["items"].as_array().unwrap().clone()
 }
 
-async fn upload_as(
+pub(crate) async fn upload_as(
     server: &TestServer,
     token: &str,
     id: &str,
