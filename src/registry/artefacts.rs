@@ -7,7 +7,7 @@ use futures::Stream;
 use reliquary_client::types::{Artefact, Deprecation, PublishedBy, Slot, Tombstone};
 
 use super::documents::Served;
-use super::{ArtefactPatch, Registry, UploadRequest, Uploaded, CAS_ATTEMPTS};
+use super::{ArtefactPatch, Edit, Registry, UploadRequest, Uploaded, CAS_ATTEMPTS};
 use crate::audit::{Outcome, Target};
 use crate::auth::Caller;
 use crate::blobs::{BlobKey, BlobStream};
@@ -420,13 +420,8 @@ impl Registry {
         patch: ArtefactPatch,
     ) -> Result<Artefact> {
         caller.require_publish(id)?;
-        for _ in 0..CAS_ATTEMPTS {
-            let mut doc = self
-                .store
-                .get(id, &Visibility::all())
-                .await?
-                .ok_or_else(|| Error::artefact_not_found(id))?;
-            check_local(&doc)?;
+        self.edit_artefact(id, |doc| {
+            check_local(doc)?;
             caller.require_kind(id, doc.kind)?;
             caller.require_content_scopes(&doc.package_name, doc.category.as_deref())?;
             if let Some(category) = &patch.category {
@@ -443,19 +438,11 @@ impl Registry {
                     at: now,
                 });
             }
-            bound_text_fields(&mut doc);
+            bound_text_fields(doc);
             doc.updated_at = now;
-            let expected = doc.revision;
-            match self.store.put(doc, Some(expected)).await {
-                Ok(doc) => {
-                    self.changed(doc.seq);
-                    return Ok(doc);
-                }
-                Err(StoreError::RevisionMismatch) => continue,
-                Err(other) => return Err(other.into()),
-            }
-        }
-        Err(StoreError::RevisionMismatch.into())
+            Ok(Edit::Commit)
+        })
+        .await
     }
 
     /// Deletes an artefact, leaving a tombstone for mirrors. Its blobs stay until gc.
@@ -521,12 +508,7 @@ impl Registry {
         architecture: &str,
     ) -> Result<Artefact> {
         caller.require_admin()?;
-        for _ in 0..CAS_ATTEMPTS {
-            let mut doc = self
-                .store
-                .get(id, &Visibility::all())
-                .await?
-                .ok_or_else(|| Error::artefact_not_found(id))?;
+        self.edit_artefact(id, |doc| {
             let Some(removed) = doc.tarballs.remove(architecture) else {
                 return Err(Error::not_found(
                     "slot_not_found",
@@ -535,10 +517,31 @@ impl Registry {
             };
             let now = self.clock.now();
             // A deleted slot stays in history, so a rollback can bring it back.
-            retire_slot(&mut doc, architecture, removed, now);
-            trim_history(&mut doc, self.history_per_slot);
+            retire_slot(doc, architecture, removed, now);
+            trim_history(doc, self.history_per_slot);
             doc.updated_at = now;
             doc.data_updated_at = now;
+            Ok(Edit::Commit)
+        })
+        .await
+    }
+
+    /// Reads `id`, lets `edit` change it, and commits it with a compare-and-swap on the revision
+    /// read; when another write wins the race, reads it again and applies `edit` afresh.
+    pub(super) async fn edit_artefact(
+        &self,
+        id: &str,
+        mut edit: impl FnMut(&mut Artefact) -> Result<Edit> + Send,
+    ) -> Result<Artefact> {
+        for _ in 0..CAS_ATTEMPTS {
+            let mut doc = self
+                .store
+                .get(id, &Visibility::all())
+                .await?
+                .ok_or_else(|| Error::artefact_not_found(id))?;
+            if edit(&mut doc)? == Edit::Unchanged {
+                return Ok(doc);
+            }
             let expected = doc.revision;
             match self.store.put(doc, Some(expected)).await {
                 Ok(doc) => {

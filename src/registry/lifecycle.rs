@@ -2,16 +2,14 @@
 
 use reliquary_client::types::{Artefact, HistoryItem, Rollback};
 
-use super::{Registry, CAS_ATTEMPTS};
+use super::{Edit, Registry};
 use crate::audit::Target;
 use crate::auth::Caller;
 use crate::domain::arch::validate_architecture;
 use crate::domain::document::{validate_document, MAX_DESCRIPTION_CHARS};
 use crate::domain::lifecycle::{self, history_items, trim_history, RollbackIntent};
 use crate::domain::rules::check_local;
-use crate::domain::visibility::Visibility;
 use crate::error::{Error, Result};
-use crate::store::StoreError;
 
 impl Registry {
     /// `GET /artefacts/{id}/history`: what the caller may see of the artefact, newest first per
@@ -55,39 +53,25 @@ impl Registry {
             reason: request.reason.trim(),
             may_unyank: caller.is_admin(),
         };
-        for _ in 0..CAS_ATTEMPTS {
-            let mut doc = self
-                .store
-                .get(id, &Visibility::all())
-                .await?
-                .ok_or_else(|| Error::artefact_not_found(id))?;
-            check_local(&doc)?;
+        self.edit_artefact(id, |doc| {
+            check_local(doc)?;
             caller.require_kind(id, doc.kind)?;
             caller.require_content_scopes(&doc.package_name, doc.category.as_deref())?;
-            let changed = lifecycle::rollback(&mut doc, &intent, self.clock.now())?;
-            if changed.is_empty() {
-                return Ok(doc);
+            if lifecycle::rollback(doc, &intent, self.clock.now())?.is_empty() {
+                return Ok(Edit::Unchanged);
             }
-            trim_history(&mut doc, self.history_per_slot);
-            crate::domain::document::bound_text_fields(&mut doc);
-            validate_document(&doc).map_err(|problems| {
+            trim_history(doc, self.history_per_slot);
+            crate::domain::document::bound_text_fields(doc);
+            validate_document(doc).map_err(|problems| {
                 Error::unprocessable(
                     "invalid_document",
                     "The artefact document this rollback would produce fails validation.",
                     problems,
                 )
             })?;
-            let expected = doc.revision;
-            match self.store.put(doc, Some(expected)).await {
-                Ok(doc) => {
-                    self.changed(doc.seq);
-                    return Ok(doc);
-                }
-                Err(StoreError::RevisionMismatch) => continue,
-                Err(other) => return Err(other.into()),
-            }
-        }
-        Err(StoreError::RevisionMismatch.into())
+            Ok(Edit::Commit)
+        })
+        .await
     }
 }
 

@@ -95,6 +95,15 @@ pub struct Uploaded {
     pub created: bool,
 }
 
+/// What an edit of a stored document decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Edit {
+    /// Commit the edited document.
+    Commit,
+    /// Nothing to write: answer with the document as it is.
+    Unchanged,
+}
+
 /// `PATCH /artefacts/{id}`: fields to change; an empty string clears.
 #[derive(Clone, Debug, Default)]
 pub struct ArtefactPatch {

@@ -228,3 +228,26 @@ pub fn apply_test_backend(config: &mut Config) {
         Ok(other) => panic!("unknown RELIQUARY_TEST_BACKEND `{other}`"),
     }
 }
+
+/// A plugin host's client of the registry at `url`: caching in `cache`, verifying slots with the
+/// keys the registry at `signer` publishes (the origin's, for a mirror), with `token` if any.
+pub async fn host_client(
+    url: &str,
+    signer: &str,
+    cache: &Path,
+    token: Option<&str>,
+) -> reliquary_client::Client {
+    let published = reliquary_client::Client::builder(signer)
+        .build()
+        .unwrap()
+        .well_known()
+        .await
+        .unwrap();
+    let keys = reliquary_client::jws::TrustedKeys::from_jwks(&published.keys).unwrap();
+    reliquary_client::Client::builder(url)
+        .maybe_token(token.map(str::to_owned))
+        .cache_dir(cache)
+        .trusted_keys(keys)
+        .build()
+        .unwrap()
+}

@@ -4,7 +4,8 @@ use serde_json::Value;
 
 use crate::common::*;
 
-fn gc(server: &TestServer, extra: &[&str]) -> Value {
+/// Runs `reliquary gc --json` (plus `extra`) on the server's stores.
+pub(crate) fn gc(server: &TestServer, extra: &[&str]) -> Value {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_reliquary"));
     command
         .arg("gc")

@@ -288,22 +288,7 @@ async fn rollback_reinstates_the_exact_slot_yanks_and_holds_against_ci_retries()
 
     // A host has 1.1.0 cached.
     let cache = tempfile::tempdir().unwrap();
-    let keys = reliquary_client::jws::TrustedKeys::from_jwks(
-        &Client::builder(&server.url)
-            .build()
-            .unwrap()
-            .well_known()
-            .await
-            .unwrap()
-            .keys,
-    )
-    .unwrap();
-    let host = Client::builder(&server.url)
-        .token(ADMIN_TOKEN)
-        .cache_dir(cache.path())
-        .trusted_keys(keys)
-        .build()
-        .unwrap();
+    let host = host_client(&server.url, &server.url, cache.path(), Some(ADMIN_TOKEN)).await;
     assert_eq!(
         host.ensure_artefact("acme@1", "x64").await.unwrap().version,
         "1.1.0"
@@ -604,23 +589,14 @@ async fn mirrors_follow_a_rollback_with_the_origins_signatures() {
     );
 
     // A consumer of staging verifies the reinstated slot against production's key.
-    let keys = reliquary_client::jws::TrustedKeys::from_jwks(
-        &Client::builder(&production.url)
-            .build()
-            .unwrap()
-            .well_known()
-            .await
-            .unwrap()
-            .keys,
-    )
-    .unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let host = Client::builder(&staging.url)
-        .token(ADMIN_TOKEN)
-        .cache_dir(cache.path())
-        .trusted_keys(keys)
-        .build()
-        .unwrap();
+    let host = host_client(
+        &staging.url,
+        &production.url,
+        cache.path(),
+        Some(ADMIN_TOKEN),
+    )
+    .await;
     assert_eq!(
         host.ensure_artefact("acme@1", "x64").await.unwrap().version,
         "1.0.0"
@@ -899,35 +875,9 @@ async fn gc_dry_run_shows_what_retention_and_collection_would_remove() {
     server.registry.flush_downloads().await.unwrap();
 
     let gc = |extra: &[&str]| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_reliquary"));
-        command
-            .arg("gc")
-            .arg("--data-dir")
-            .arg(server.data_dir())
-            .args([
-                "--branch-retention",
-                "30d",
-                "--grace-seconds",
-                "0",
-                "--json",
-            ])
-            .args(extra);
-        if let Some(database) = &server.config.database {
-            command.args(["--database", database]);
-        }
-        if let Some(storage) = &server.config.storage {
-            command.args(["--storage", storage]);
-        }
-        if let Some(endpoint) = &server.config.s3_endpoint {
-            command.args(["--s3-endpoint", endpoint]);
-        }
-        let output = command.output().unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice::<Value>(&output.stdout).unwrap()
+        let mut args = vec!["--branch-retention", "30d", "--grace-seconds", "0"];
+        args.extend_from_slice(extra);
+        crate::gc::gc(&server, &args)
     };
     let dry = gc(&["--dry-run"]);
     assert_eq!(dry["retention"]["dryRun"], true);

@@ -4,7 +4,6 @@
 use std::process::Command;
 use std::time::Duration;
 
-use reliquary_client::Client;
 use serde_json::{json, Value};
 
 use crate::common::*;
@@ -200,22 +199,8 @@ async fn downloads_are_redirected_to_the_bucket_after_every_check() {
     assert_eq!(downloads(&server, "stream").await, 1, "the mirror key's");
 
     // The client library and the CLI follow the redirect and still verify.
-    let keys = reliquary_client::jws::TrustedKeys::from_jwks(
-        &Client::builder(&server.url)
-            .build()
-            .unwrap()
-            .well_known()
-            .await
-            .unwrap()
-            .keys,
-    )
-    .unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let host = Client::builder(&server.url)
-        .cache_dir(cache.path())
-        .trusted_keys(keys)
-        .build()
-        .unwrap();
+    let host = host_client(&server.url, &server.url, cache.path(), None).await;
     let ensured = host.ensure_artefact("acme@1", "x64").await.unwrap();
     assert!(ensured.downloaded);
     assert_eq!(ensured.sha256, sha256_hex(&x64));
@@ -249,15 +234,17 @@ async fn downloads_are_redirected_to_the_bucket_after_every_check() {
 
 #[tokio::test]
 async fn a_presigned_url_expires() {
-    // The bucket judges expiry by its own clock, so this one test waits for real time.
-    let server = redirecting(Duration::from_secs(1)).await;
+    // The bucket judges expiry by its own clock, so this one test waits for real time. The
+    // signing time has whole seconds, so a URL lives between ttl - 1 s and ttl: 3 s leaves a
+    // loaded machine at least 2 s for the first fetch.
+    let server = redirecting(Duration::from_secs(3)).await;
     let bytes = npm_tarball("acme", "1.0.0");
     server.upload_ok("acme@1", "", bytes.clone(), 201).await;
     let redirect = tarball(&server, "acme@1", "noarch", None).await;
     let location = header(&redirect, "location").to_owned();
-    assert!(location.contains("X-Amz-Expires=1"), "{location}");
+    assert!(location.contains("X-Amz-Expires=3"), "{location}");
     assert_eq!(reqwest::get(&location).await.unwrap().status(), 200);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     let expired = reqwest::get(&location).await.unwrap();
     assert_eq!(expired.status(), 403, "{}", expired.text().await.unwrap());
     // A new request gets a new URL.
