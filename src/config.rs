@@ -408,6 +408,46 @@ mod tests {
     }
 
     #[test]
+    fn lifecycle_and_scale_out_settings_come_from_the_file_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("reliquary.toml");
+        std::fs::write(
+            &file,
+            "history-per-slot = 3\nbranch-retention = \"30d\"\nupkeep-interval = \"6h\"\n\
+             storage = \"s3://bucket/dir\"\nstorage-redirect = true\nstorage-redirect-ttl = \"2m\"\n\
+             sync-lease = \"45s\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            store: StoreArgs {
+                config: Some(file.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let config = Config::from_serve_args(&args).unwrap();
+        assert_eq!(config.history_per_slot, 3);
+        assert_eq!(
+            config.branch_retention,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(config.upkeep_interval, Duration::from_secs(6 * 3600));
+        assert_eq!(config.storage_redirect, Some(Duration::from_secs(120)));
+        assert_eq!(config.sync_lease, Duration::from_secs(45));
+
+        for bad in [
+            "history-per-slot = 51\n",
+            "storage-redirect = true\n",
+            "storage = \"s3://b/d\"\nstorage-redirect = true\nstorage-redirect-ttl = \"8d\"\n",
+            "sync-lease = \"1s\"\n",
+            "branch-retention = \"0s\"\n",
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            assert!(Config::from_serve_args(&args).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn unknown_file_keys_and_short_admin_tokens_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bad.toml");

@@ -106,6 +106,17 @@ impl TestServer {
         self.admin(self.get(path))
     }
 
+    /// `GET path` with the admin token, as JSON (whatever the status).
+    pub async fn admin_json(&self, path: &str) -> Value {
+        self.admin_get(path)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("a JSON body")
+    }
+
     /// An admin request with any method to `path`.
     pub fn admin_request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
         self.admin(self.client.request(method, format!("{}{path}", self.url)))

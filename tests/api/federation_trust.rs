@@ -40,14 +40,7 @@ async fn failing_sync(mirror: &TestServer, name: &str) -> (Value, Value) {
 }
 
 async fn remote(mirror: &TestServer, name: &str) -> Value {
-    let remotes: Value = mirror
-        .admin_get("/remotes")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let remotes: Value = mirror.admin_json("/remotes").await;
     remotes["items"]
         .as_array()
         .unwrap()
@@ -59,13 +52,8 @@ async fn remote(mirror: &TestServer, name: &str) -> Value {
 
 pub async fn audit(server: &TestServer, action: &str) -> Vec<Value> {
     let page: Value = server
-        .admin_get(&format!("/audit?action={action}&limit=500"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .admin_json(&format!("/audit?action={action}&limit=500"))
+        .await;
     page["items"].as_array().unwrap().clone()
 }
 
@@ -607,14 +595,7 @@ async fn a_peer_cannot_plant_history_its_origin_did_not_sign() {
     add_peer(&staging, "evil", &peer, json!({})).await;
     let summary = sync(&staging, "evil").await;
     assert_eq!(summary.mirrored, 1, "{summary:?}");
-    let history: Value = staging
-        .admin_get("/artefacts/acme@1/history")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = staging.admin_json("/artefacts/acme@1/history").await;
     let kept = history["items"].as_array().unwrap();
     assert_eq!(
         kept.len(),

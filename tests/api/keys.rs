@@ -428,14 +428,7 @@ async fn expired_and_revoked_keys_are_401_and_revoked_ones_stay_listed() {
     let leaked_token = revoked.token.clone();
     expect_error(read(revoked.token).await.unwrap(), 401, "unauthorized").await;
 
-    let keys: Value = server
-        .admin_get("/keys")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys: Value = server.admin_json("/keys").await;
     let listed = keys["items"]
         .as_array()
         .unwrap()
@@ -515,7 +508,8 @@ async fn id_patterns_and_kinds_scope_publish_keys_and_every_slot_says_who_publis
         .await
         .unwrap();
     assert_eq!(patched.status(), 403);
-    let admin_slot = &doc_of(&server, "acme-y@1").await["tarballs"]["noarch"]["publishedBy"];
+    let admin_slot =
+        &crate::federation::doc(&server, "acme-y@1").await.1["tarballs"]["noarch"]["publishedBy"];
     assert_eq!(admin_slot["keyName"], "bootstrap-admin");
 
     // Bad scopes are refused when the key is made, and say why.
@@ -574,15 +568,4 @@ async fn id_patterns_and_kinds_scope_publish_keys_and_every_slot_says_who_publis
     let created: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(created["key"]["allowedIds"], json!(["acme-*@1", "tools@*"]));
     assert_eq!(created["key"]["allowedKinds"], json!(["release"]));
-}
-
-async fn doc_of(server: &TestServer, id: &str) -> Value {
-    server
-        .admin_get(&format!("/artefacts/{}", encode(id)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }

@@ -197,13 +197,8 @@ async fn rollback(server: &TestServer, token: &str, id: &str, body: Value) -> (u
 
 async fn history(server: &TestServer, id: &str, query: &str) -> Vec<Value> {
     let page: Value = server
-        .admin_get(&format!("/artefacts/{}/history{query}", encode(id)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .admin_json(&format!("/artefacts/{}/history{query}", encode(id)))
+        .await;
     page["items"].as_array().unwrap().clone()
 }
 
@@ -790,14 +785,7 @@ async fn retention_removes_idle_branch_builds_and_keeps_those_in_use() {
     for kept in ["used@main", "checked@main", "rebuilt@main", "release@1"] {
         assert!(exists(&server, kept).await, "{kept}");
     }
-    let feed: Value = server
-        .admin_get("/artefacts?since=0")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let feed: Value = server.admin_json("/artefacts?since=0").await;
     let tombstone = feed["items"]
         .as_array()
         .unwrap()

@@ -287,14 +287,7 @@ async fn the_sync_lease_is_shown_with_its_holder() {
     .await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let lease = loop {
-        let page: Value = staging
-            .admin_get("/remotes")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = staging.admin_json("/remotes").await;
         let prod = page["items"]
             .as_array()
             .unwrap()
