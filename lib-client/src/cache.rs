@@ -1,12 +1,15 @@
 //! `ensure_artefact`: a verified, per-architecture cache of extracted artefacts.
 //!
-//! Layout under the cache dir, per artefact (`@scope/name@1` becomes `@scope%2Fname@1`):
+//! The layout is cache format 1, which the Node client shares (`lib-client/README.md`, "Cache
+//! format"), per artefact (`@scope/name@1` becomes `@scope%2Fname@1`):
 //!
 //! ```text
-//! <id>/.lock          one writer at a time, across threads and processes
-//! <id>/doc.json       the last document seen and its ETag (for If-None-Match)
+//! <id>/.lock          one writer at a time, across threads, processes and clients (`lock`)
+//! <id>/doc.json       {format, etag, doc}: the last document seen (for If-None-Match)
 //! <id>/<arch>/        the extracted package, package.json at its root
-//! <id>/<arch>.json    what that directory holds: version, sha256, dataUpdatedAt
+//! <id>/<arch>.json    {format, id, architecture, version, sha256, size, dataUpdatedAt,
+//!                     signatureVerified}: what that directory holds
+//! <id>/.*             temporary paths, only ever made by the lock holder
 //! ```
 //!
 //! A directory only ever appears complete: downloads and extraction happen in temporary paths
@@ -24,6 +27,7 @@ use tokio::io::AsyncWriteExt;
 use crate::client::{check, encode_id, Client, Error, Result};
 use crate::extract::{extract, ExtractLimits};
 use crate::jws::verify_slot;
+use crate::lock::{EntryLock, LockTiming};
 use crate::types::{Artefact, Timestamp};
 
 /// What `ensure_artefact` made present.
@@ -50,9 +54,14 @@ pub struct EnsuredArtefact {
 /// Progress of a download: bytes so far and the total.
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Send + Sync);
 
+/// The cache format this client reads and writes. Files without a `format` field were written
+/// by the v1.0 client, in the same layout: format 1.
+pub const CACHE_FORMAT: u64 = 1;
+
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SlotMeta {
+    format: u64,
     id: String,
     architecture: String,
     version: String,
@@ -64,6 +73,7 @@ struct SlotMeta {
 
 #[derive(Serialize, Deserialize)]
 struct DocCache {
+    format: u64,
     etag: String,
     doc: Artefact,
 }
@@ -84,43 +94,59 @@ pub fn current_arch() -> &'static str {
     }
 }
 
-/// A cross-process lock on one artefact's cache entry, released on drop.
-struct EntryLock(fs::File);
-
-impl EntryLock {
-    async fn acquire(dir: &Path) -> Result<Self> {
-        let path = dir.join(".lock");
-        tokio::task::spawn_blocking(move || {
-            let file = fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)?;
-            file.lock()?;
-            Ok(EntryLock(file))
-        })
-        .await
-        .map_err(|e| Error::Cache(std::io::Error::other(e)))?
-        .map_err(Error::Cache)
+/// Reads a cache file: `None` when it is missing or unreadable (it is rewritten), an error when
+/// it declares a format this client does not know (it belongs to a newer client: neither used
+/// nor overwritten).
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    let Ok(bytes) = fs::read(path) else {
+        return Ok(None);
+    };
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Ok(None);
+    };
+    let Some(object) = value.as_object_mut() else {
+        return Ok(None);
+    };
+    let format = object
+        .entry("format")
+        .or_insert(CACHE_FORMAT.into())
+        .clone();
+    if format != CACHE_FORMAT {
+        return Err(Error::Cache(std::io::Error::other(format!(
+            "{} is in cache format {format}; this client knows format {CACHE_FORMAT} (use a newer client or another cache dir)",
+            path.display()
+        ))));
     }
+    Ok(serde_json::from_value(value).ok())
 }
 
-impl Drop for EntryLock {
-    fn drop(&mut self) {
-        let _ = self.0.unlock();
-    }
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
-    serde_json::from_slice(&fs::read(path).ok()?).ok()
-}
-
-/// Writes a small file atomically: temp file, then rename.
+/// Writes a small file atomically: a temporary file (a dot name, like every temporary path of
+/// an entry), then a rename.
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let temp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temp = path.with_file_name(format!(".{name}.{}.tmp", nonce()));
     fs::write(&temp, serde_json::to_vec_pretty(value).expect("plain data"))
         .map_err(Error::Cache)?;
     fs::rename(&temp, path).map_err(Error::Cache)
+}
+
+/// Removes what a holder that died left behind: downloads, extractions, swapped-out copies and
+/// temporary files. Only the lock holder calls it, so none of them is in use.
+fn sweep_temporaries(entry: &Path) {
+    let Ok(names) = fs::read_dir(entry) else {
+        return;
+    };
+    for name in names.flatten() {
+        let name = name.file_name().to_string_lossy().into_owned();
+        let temporary = name.starts_with(".download-")
+            || name.starts_with(".extract-")
+            || name.starts_with(".old-")
+            || (name.starts_with('.') && name.ends_with(".tmp"));
+        if temporary {
+            let path = entry.join(&name);
+            let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
+        }
+    }
 }
 
 impl Client {
@@ -145,7 +171,13 @@ impl Client {
     ) -> Result<EnsuredArtefact> {
         let entry = self.cache_entry(id)?;
         fs::create_dir_all(&entry).map_err(Error::Cache)?;
-        let _lock = EntryLock::acquire(&entry).await?;
+        let lock_dir = entry.clone();
+        let _lock = tokio::task::spawn_blocking(move || {
+            EntryLock::acquire(&lock_dir, LockTiming::default())
+        })
+        .await
+        .map_err(|e| Error::Cache(std::io::Error::other(e)))?
+        .map_err(Error::Cache)?;
 
         let doc = match self.fetch_doc(id, &entry).await {
             Ok(doc) => doc,
@@ -154,6 +186,14 @@ impl Client {
             }
             Err(other) => return Err(other),
         };
+        // A document about another artefact (a signed slot of B served for A) is refused even
+        // when its signature verifies: signatures name the document's id, not the request's.
+        if doc.id != id {
+            return Err(Error::Integrity(format!(
+                "asked for `{id}`, the registry answered with the document of `{}`",
+                doc.id
+            )));
+        }
         let (resolved, slot) = doc
             .resolve_slot(architecture)
             .ok_or_else(|| Error::NotFound {
@@ -162,7 +202,7 @@ impl Client {
         let (resolved, slot) = (resolved.to_owned(), slot.clone());
         let meta_path = entry.join(format!("{resolved}.json"));
         let dir = entry.join(&resolved);
-        if let Some(meta) = read_json::<SlotMeta>(&meta_path) {
+        if let Some(meta) = read_json::<SlotMeta>(&meta_path)? {
             let current = meta.sha256 == slot.sha256 && meta.data_updated_at == doc.data_updated_at;
             if current && dir.is_dir() && (meta.signature_verified || self.trusted.is_none()) {
                 return Ok(ensured(&dir, &meta, false, false, Some(&doc)));
@@ -174,7 +214,8 @@ impl Client {
             verify_slot(trusted, &doc, &resolved, None)
                 .map_err(|e| Error::Integrity(format!("slot `{resolved}`: {e}")))?;
         }
-        let nonce = uuid_like();
+        sweep_temporaries(&entry);
+        let nonce = nonce();
         let archive = entry.join(format!(".download-{nonce}.tgz"));
         let staging = entry.join(format!(".extract-{nonce}"));
         let outcome = async {
@@ -193,6 +234,7 @@ impl Client {
         }
         outcome?;
         let meta = SlotMeta {
+            format: CACHE_FORMAT,
             id: id.to_owned(),
             architecture: resolved,
             version: slot.version.clone(),
@@ -208,7 +250,7 @@ impl Client {
     /// The document, revalidated with the ETag of the cached copy.
     async fn fetch_doc(&self, id: &str, entry: &Path) -> Result<Artefact> {
         let cache_path = entry.join("doc.json");
-        let cached: Option<DocCache> = read_json(&cache_path);
+        let cached: Option<DocCache> = read_json(&cache_path)?;
         let mut request = self.request(Method::GET, &format!("/artefacts/{}", encode_id(id)));
         if let Some(cached) = &cached {
             request = request.header("if-none-match", &cached.etag);
@@ -237,6 +279,7 @@ impl Client {
             write_json(
                 &cache_path,
                 &DocCache {
+                    format: CACHE_FORMAT,
                     etag,
                     doc: doc.clone(),
                 },
@@ -303,10 +346,10 @@ fn offline_copy(
 ) -> Result<EnsuredArtefact> {
     for arch in [architecture, crate::types::NOARCH] {
         let dir = entry.join(arch);
-        if let Some(meta) = read_json::<SlotMeta>(&entry.join(format!("{arch}.json"))) {
+        if let Some(meta) = read_json::<SlotMeta>(&entry.join(format!("{arch}.json")))? {
             if dir.is_dir() && meta.id == id {
                 // The last document seen says whether it was deprecated then.
-                let cached: Option<DocCache> = read_json(&entry.join("doc.json"));
+                let cached: Option<DocCache> = read_json(&entry.join("doc.json"))?;
                 let doc = cached.as_ref().map(|c| &c.doc);
                 return Ok(ensured(&dir, &meta, false, true, doc));
             }
@@ -347,9 +390,86 @@ fn replace_dir(staging: &Path, dir: &Path, old: &Path) -> Result<()> {
     Ok(())
 }
 
-fn uuid_like() -> String {
+/// 16 random hex digits, for temporary names and lock nonces.
+pub(crate) fn nonce() -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 8];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta_json(format: Option<u64>) -> serde_json::Value {
+        let mut meta = serde_json::json!({
+            "id": "acme@1", "architecture": "x64", "version": "1.0.0", "sha256": "ab".repeat(32),
+            "size": 10, "dataUpdatedAt": "2026-01-01T00:00:00.000Z", "signatureVerified": false,
+        });
+        if let Some(format) = format {
+            meta["format"] = format.into();
+        }
+        meta
+    }
+
+    #[test]
+    fn a_v1_0_meta_without_format_reads_as_format_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x64.json");
+        fs::write(&path, meta_json(None).to_string()).unwrap();
+        let meta = read_json::<SlotMeta>(&path).unwrap().unwrap();
+        assert_eq!(meta.format, 1);
+        assert_eq!(meta.version, "1.0.0");
+    }
+
+    #[test]
+    fn an_unknown_format_is_an_error_naming_it_and_missing_or_corrupt_files_are_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x64.json");
+        fs::write(&path, meta_json(Some(2)).to_string()).unwrap();
+        let error = read_json::<SlotMeta>(&path).err().unwrap();
+        assert!(matches!(error, Error::Cache(_)), "{error:?}");
+        assert!(error.to_string().contains("cache format 2"), "{error}");
+        fs::write(&path, b"{not json").unwrap();
+        assert!(read_json::<SlotMeta>(&path).unwrap().is_none());
+        assert!(read_json::<SlotMeta>(&dir.path().join("none.json"))
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn written_files_carry_the_format_and_leave_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x64.json");
+        let meta: SlotMeta = serde_json::from_value(meta_json(Some(1))).unwrap();
+        write_json(&path, &meta).unwrap();
+        let written: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        assert_eq!(written["format"], 1);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn the_holder_sweeps_what_a_dead_holder_left_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in [".extract-1", ".old-2", "x64"] {
+            fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        for f in [
+            ".download-3.tgz",
+            ".x64.json.4.tmp",
+            "x64.json",
+            "doc.json",
+            ".lock",
+        ] {
+            fs::write(dir.path().join(f), b"").unwrap();
+        }
+        sweep_temporaries(dir.path());
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".lock", "doc.json", "x64", "x64.json"]);
+    }
 }

@@ -12,4 +12,5 @@ pub mod client;
 pub mod extract;
 pub mod json;
 pub mod jws;
+pub mod lock;
 pub mod types;

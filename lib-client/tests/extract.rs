@@ -63,12 +63,15 @@ fn setuid_setgid_and_sticky_bits_are_dropped() {
     assert_eq!(mode & 0o100, 0o100, "the owner's execute bit survives");
 }
 
-#[test]
-fn every_hostile_entry_is_refused() {
+/// Every hostile tarball, by file name. The same bytes live in `tests/fixtures/hostile/`, where
+/// the Node client's suite reads them: both clients must refuse exactly these.
+fn hostile_cases() -> Vec<(&'static str, Vec<u8>)> {
     let big = vec![0u8; 4 << 20];
-    let cases: Vec<(&str, Vec<u8>)> = vec![
+    let many: Vec<String> = (0..150).map(|i| format!("package/f{i}")).collect();
+    let many: Vec<Entry> = many.iter().map(|n| Entry::File(n, b"")).collect();
+    vec![
         (
-            "parent dir",
+            "parent-dir",
             tarball(&[MANIFEST, Entry::File("package/../../evil", b"x")]),
         ),
         (
@@ -76,15 +79,15 @@ fn every_hostile_entry_is_refused() {
             tarball(&[MANIFEST, Entry::File("/etc/evil", b"x")]),
         ),
         (
-            "many slashes",
+            "many-slashes",
             tarball(&[MANIFEST, Entry::File("////etc/evil", b"x")]),
         ),
         (
-            "windows drive",
+            "windows-drive",
             tarball(&[MANIFEST, Entry::File("C:\\evil", b"x")]),
         ),
         (
-            "windows relative drive",
+            "windows-relative-drive",
             tarball(&[MANIFEST, Entry::File("C:../evil", b"x")]),
         ),
         (
@@ -92,15 +95,15 @@ fn every_hostile_entry_is_refused() {
             tarball(&[MANIFEST, Entry::File("package\\..\\evil", b"x")]),
         ),
         (
-            "absolute symlink",
+            "absolute-symlink",
             tarball(&[MANIFEST, Entry::Symlink("package/l", "/etc/passwd")]),
         ),
         (
-            "escaping symlink",
+            "escaping-symlink",
             tarball(&[MANIFEST, Entry::Symlink("package/l", "../../etc/passwd")]),
         ),
         (
-            "hard link",
+            "hard-link",
             tarball(&[
                 MANIFEST,
                 Entry::HardLink("package/h", "package/package.json"),
@@ -108,7 +111,7 @@ fn every_hostile_entry_is_refused() {
         ),
         ("fifo", tarball(&[MANIFEST, Entry::Fifo("package/f")])),
         (
-            "duplicate names",
+            "duplicate-names",
             tarball(&[
                 MANIFEST,
                 Entry::File("package/A.js", b"1"),
@@ -116,7 +119,7 @@ fn every_hostile_entry_is_refused() {
             ]),
         ),
         (
-            "write through a symlink",
+            "write-through-symlink",
             tarball(&[
                 MANIFEST,
                 Entry::Dir("package/d/"),
@@ -124,26 +127,78 @@ fn every_hostile_entry_is_refused() {
                 Entry::File("package/s/x", b"x"),
             ]),
         ),
-        ("not gzip", b"plain bytes".to_vec()),
-        ("gzip but not tar", gzip(&[1u8; 4096])),
+        (
+            "pax-size-mismatch",
+            tarball(&[
+                MANIFEST,
+                Entry::PaxSizeMismatch("package/index.js", b"module.exports = 1;", 3),
+            ]),
+        ),
+        ("not-gzip", b"plain bytes".to_vec()),
+        ("gzip-not-tar", gzip(&[1u8; 4096])),
         (
             "bomb",
             tarball(&[MANIFEST, Entry::File("package/zeros", &big)]),
         ),
-    ];
-    let limits = ExtractLimits {
+        ("too-many-entries", tarball(&many)),
+    ]
+}
+
+/// The limits the hostile cases are judged with (the bomb and the entry count need them small).
+fn test_limits() -> ExtractLimits {
+    ExtractLimits {
         max_unpacked_bytes: 1 << 20,
         max_ratio: 20,
         max_entries: 100,
-    };
-    for (name, bytes) in cases {
-        let (dir, result) = run(&bytes, &limits);
+    }
+}
+
+#[test]
+fn every_hostile_entry_is_refused() {
+    for (name, bytes) in hostile_cases() {
+        let (dir, result) = run(&bytes, &test_limits());
         assert!(result.is_err(), "{name}: extracted");
         let escaped = dir.path().parent().unwrap().join("evil");
         assert!(!escaped.exists(), "{name}: wrote outside");
     }
-    let many: Vec<String> = (0..150).map(|i| format!("package/f{i}")).collect();
-    let entries: Vec<Entry> = many.iter().map(|n| Entry::File(n, b"")).collect();
-    let (_dir, result) = run(&tarball(&entries), &limits);
+    let too_many = hostile_cases().pop().unwrap().1;
+    let (_dir, result) = run(&too_many, &test_limits());
     assert!(matches!(result, Err(ExtractError::TooManyEntries(100))));
+}
+
+/// The fixture files are exactly [`hostile_cases`]; `RELIQUARY_UPDATE_FIXTURES=1` rewrites them.
+#[test]
+fn hostile_fixture_files_are_current() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile");
+    let update = std::env::var_os("RELIQUARY_UPDATE_FIXTURES").is_some();
+    let limits = test_limits();
+    let limits = serde_json::json!({
+        "maxUnpackedBytes": limits.max_unpacked_bytes,
+        "maxRatio": limits.max_ratio,
+        "maxEntries": limits.max_entries,
+    });
+    let mut expected = vec![(
+        "limits.json".to_owned(),
+        format!("{limits:#}\n").into_bytes(),
+    )];
+    for (name, bytes) in hostile_cases() {
+        expected.push((format!("{name}.tgz"), bytes));
+    }
+    if update {
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+    }
+    for (file, bytes) in &expected {
+        let path = root.join(file);
+        if update {
+            std::fs::write(&path, bytes).unwrap();
+        }
+        let on_disk = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            &on_disk == bytes,
+            "{} is out of date: run RELIQUARY_UPDATE_FIXTURES=1 cargo test -p reliquary-client --test extract",
+            path.display()
+        );
+    }
+    assert_eq!(std::fs::read_dir(&root).unwrap().count(), expected.len());
 }
