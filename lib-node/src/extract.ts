@@ -168,7 +168,7 @@ async function createDirs(root: string, relative: string[]): Promise<void> {
     current = join(current, component);
     try {
       const found = await lstat(current);
-      if (!found.isDirectory()) throw new UnsafeTarball(`\`${current}\` is not a directory`);
+      if (!found.isDirectory()) throw new Error(`\`${current}\` is not a directory`);
     } catch (e) {
       if (errno(e) !== 'ENOENT') throw e;
       await mkdir(current);

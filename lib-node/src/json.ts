@@ -155,6 +155,7 @@ export function canonicalize(value: Json): string {
   }
   if (typeof value === 'string') return JSON.stringify(value);
   if (Array.isArray(value)) return `[${value.map(canonicalize).join(',')}]`;
+  if (typeof value !== 'object') throw new TypeError(`JSON has no ${typeof value}`);
   // The default sort compares UTF-16 code units, as RFC 8785 asks.
   const keys = Object.keys(value).sort();
   return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalize(value[k]!)}`).join(',')}}`;
