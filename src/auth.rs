@@ -3,7 +3,7 @@
 use reliquary_client::types::{ApiKey, Kind, Role, Timestamp};
 
 use crate::config::AnonymousRead;
-use crate::domain::id::id_matches;
+use crate::domain::id::star_match;
 use crate::domain::visibility::Visibility;
 use crate::error::{Error, Result};
 use crate::secrets::{token_hash, TOKEN_PREFIX};
@@ -146,7 +146,7 @@ impl Caller {
             }
         }
         if let Some(patterns) = &key.allowed_ids {
-            if !patterns.iter().any(|pattern| id_matches(pattern, id)) {
+            if !patterns.iter().any(|pattern| star_match(pattern, id)) {
                 return Err(Error::forbidden(format!(
                     "Key `{}` may only publish ids matching {} (allowedIds); `{id}` matches none.",
                     key.name,

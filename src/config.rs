@@ -108,6 +108,13 @@ pub struct ServeArgs {
     /// that dies is replaced within it.
     #[arg(long, env = "RELIQUARY_SYNC_LEASE", value_parser = parse_duration)]
     pub sync_lease: Option<Duration>,
+    /// How long a publish key from trusted publishing (`POST /oidc/token`) lives (`15m`; at
+    /// most `1h`).
+    #[arg(long, env = "RELIQUARY_OIDC_TOKEN_TTL", value_parser = parse_duration)]
+    pub oidc_token_ttl: Option<Duration>,
+    /// Allow this one `http://` OIDC issuer on a loopback address (tests only).
+    #[arg(long, env = "RELIQUARY_OIDC_INSECURE_ISSUER")]
+    pub oidc_insecure_issuer: Option<String>,
 }
 
 /// A duration as the flags take it: `90s`, `15m`, `12h`, `30d` (humantime's grammar).
@@ -152,6 +159,8 @@ struct FileConfig {
     storage_redirect: Option<bool>,
     storage_redirect_ttl: Option<String>,
     sync_lease: Option<String>,
+    oidc_token_ttl: Option<String>,
+    oidc_insecure_issuer: Option<String>,
 }
 
 /// The resolved configuration of a registry.
@@ -184,6 +193,10 @@ pub struct Config {
     pub storage_redirect: Option<Duration>,
     /// How long a sync lease lasts without renewal.
     pub sync_lease: Duration,
+    /// How long a key from trusted publishing lives.
+    pub oidc_token_ttl: Duration,
+    /// The one `http://` (loopback) OIDC issuer allowed, for tests.
+    pub oidc_insecure_issuer: Option<String>,
     /// How often noted downloads are written (not a flag: tests stretch it to look between).
     pub download_flush_interval: Duration,
     /// Bytes of streamed response chunks all connections together may hold in memory.
@@ -217,6 +230,8 @@ impl Config {
             upkeep_interval: Duration::from_secs(3600),
             storage_redirect: None,
             sync_lease: Duration::from_secs(90),
+            oidc_token_ttl: Duration::from_secs(15 * 60),
+            oidc_insecure_issuer: None,
             download_flush_interval: Duration::from_secs(5),
             response_memory_budget: 128 << 20,
             clock: crate::clock::system(),
@@ -328,6 +343,14 @@ impl Config {
             .sync_lease
             .or(duration_from_file(file.sync_lease.as_ref())?)
             .unwrap_or(config.sync_lease);
+        config.oidc_token_ttl = args
+            .oidc_token_ttl
+            .or(duration_from_file(file.oidc_token_ttl.as_ref())?)
+            .unwrap_or(config.oidc_token_ttl);
+        config.oidc_insecure_issuer = args
+            .oidc_insecure_issuer
+            .clone()
+            .or(file.oidc_insecure_issuer);
         config.validate()?;
         Ok(config)
     }
@@ -354,6 +377,14 @@ impl Config {
                 ttl <= Duration::from_secs(7 * 86_400),
                 "--storage-redirect-ttl is at most 7d (the longest a presigned S3 URL is valid)"
             );
+        }
+        anyhow::ensure!(
+            self.oidc_token_ttl <= Duration::from_secs(3600),
+            "--oidc-token-ttl is at most 1h (a key from trusted publishing is meant for one CI job)"
+        );
+        if let Some(issuer) = &self.oidc_insecure_issuer {
+            crate::domain::trust::validate_insecure_issuer(issuer)
+                .map_err(|why| anyhow::anyhow!("--oidc-insecure-issuer: {why}"))?;
         }
         anyhow::ensure!(
             self.sync_lease >= Duration::from_secs(2),

@@ -26,6 +26,7 @@ pub mod http;
 pub mod legacy;
 pub mod memory_cache;
 pub mod metrics;
+pub mod oidc;
 pub mod registry;
 pub mod secrets;
 pub mod signing;
@@ -181,6 +182,8 @@ async fn bootstrap_admin(store: &dyn MetadataStore, config: &Config) -> anyhow::
         expires_at: None,
         last_used_at: None,
         revoked_at: None,
+        trusted_publisher: None,
+        oidc: None,
     };
     store
         .insert_key(KeyRecord {

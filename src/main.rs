@@ -101,6 +101,13 @@ enum Command {
         #[command(subcommand)]
         command: reliquary::cli::remotes::RemotesCommand,
     },
+    /// Manage trusted publishers (CI publishing with OIDC tokens) on a running registry.
+    TrustedPublishers {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: reliquary::cli::trust::TrustedPublishersCommand,
+    },
     /// Manage API keys on a running registry.
     Keys {
         #[command(flatten)]
@@ -213,6 +220,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Remotes { client, command } => {
             reliquary::cli::remotes::run(&client, command).await
+        }
+        Command::TrustedPublishers { client, command } => {
+            reliquary::cli::trust::run(&client, command).await
         }
         Command::Keys { client, command } => reliquary::cli::keys::run(&client, command).await,
     }

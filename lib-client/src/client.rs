@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 use crate::jws::TrustedKeys;
 use crate::types::{
     ApiKey, Artefact, CreatedKey, ErrorBody, HistoryItem, HistoryPage, Items, Kind, NewKey,
-    PutRemote, Remote, Rollback, SyncSummary, WellKnown,
+    OidcExchange, OidcIssued, PutRemote, PutTrustedPublisher, Remote, Rollback, SyncSummary,
+    TrustedPublisher, WellKnown,
 };
 
 /// The most of an error answer's body that is read; the rest is not worth a peer's bandwidth.
@@ -454,6 +455,45 @@ impl Client {
     pub async fn revoke_key(&self, id: &str) -> Result<ApiKey> {
         self.json(self.request(Method::DELETE, &format!("/keys/{id}")))
             .await
+    }
+
+    /// `PUT /trusted-publishers/{name}`.
+    pub async fn put_trusted_publisher(
+        &self,
+        name: &str,
+        publisher: &PutTrustedPublisher,
+    ) -> Result<TrustedPublisher> {
+        self.json(
+            self.request(Method::PUT, &format!("/trusted-publishers/{name}"))
+                .json(publisher),
+        )
+        .await
+    }
+
+    pub async fn list_trusted_publishers(&self) -> Result<Vec<TrustedPublisher>> {
+        let items: Items<TrustedPublisher> = self
+            .json(self.request(Method::GET, "/trusted-publishers"))
+            .await?;
+        Ok(items.items)
+    }
+
+    pub async fn delete_trusted_publisher(&self, name: &str) -> Result<()> {
+        let response = self
+            .request(Method::DELETE, &format!("/trusted-publishers/{name}"))
+            .send()
+            .await
+            .map_err(Error::Unreachable)?;
+        check(response).await.map(|_| ())
+    }
+
+    /// `POST /oidc/token`: trades a CI's OIDC token for a short-lived publish key (this
+    /// client's own token is not sent).
+    pub async fn exchange_oidc_token(&self, oidc_token: &str) -> Result<OidcIssued> {
+        let url = format!("{}/oidc/token", self.base_url());
+        self.json(self.http.post(url).json(&OidcExchange {
+            token: oidc_token.to_owned(),
+        }))
+        .await
     }
 }
 

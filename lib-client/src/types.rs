@@ -118,6 +118,30 @@ pub struct Slot {
 pub struct PublishedBy {
     pub key_id: String,
     pub key_name: String,
+    /// The CI run behind a key from trusted publishing (`POST /oidc/token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcFacts>,
+}
+
+/// What an OIDC token from CI said about the run that published: the facts a reader needs to
+/// find the workflow, commit and run. Absent claims are `None`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OidcFacts {
+    pub issuer: String,
+    /// GitHub `repository`, GitLab `project_path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha: Option<String>,
+    /// GitHub `run_id`, GitLab `pipeline_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// GitHub `workflow_ref`, GitLab `ci_config_ref_uri`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_ref: Option<String>,
 }
 
 /// A stored blob by digest.
@@ -497,6 +521,12 @@ pub struct ApiKey {
     pub expires_at: Option<Timestamp>,
     pub last_used_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
+    /// The trusted publisher that issued this key in exchange for a CI's OIDC token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_publisher: Option<String>,
+    /// The CI run the token spoke for; recorded on every slot the key publishes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcFacts>,
 }
 
 /// `POST /keys` answer: the only time the token's plaintext exists.
@@ -524,6 +554,57 @@ pub struct NewKey {
     pub allowed_kinds: Option<Vec<Kind>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,
+}
+
+/// `PUT /trusted-publishers/{name}` request: which CI runs may trade their OIDC token for a
+/// short-lived publish key, and the scopes that key gets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PutTrustedPublisher {
+    /// `https://token.actions.githubusercontent.com`, `https://gitlab.com`, ...
+    pub issuer: String,
+    /// The `aud` the token must carry; default: the registry's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// Claim name to an exact value or a pattern (`*`: any run of characters except `/`);
+    /// every one must be present in the token and match.
+    pub claims: BTreeMap<String, String>,
+    pub allowed_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_kinds: Option<Vec<Kind>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_category: Option<String>,
+}
+
+/// A trusted publisher as stored and listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustedPublisher {
+    pub name: String,
+    pub issuer: String,
+    pub audience: String,
+    pub claims: BTreeMap<String, String>,
+    pub allowed_ids: Vec<String>,
+    pub allowed_kinds: Option<Vec<Kind>>,
+    pub allowed_category: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// `POST /oidc/token` request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcExchange {
+    pub token: String,
+}
+
+/// `POST /oidc/token` answer: a publish key that expires by itself.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OidcIssued {
+    pub token: String,
+    pub expires_at: Timestamp,
+    pub publisher: String,
 }
 
 /// A list answer without paging.

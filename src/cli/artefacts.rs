@@ -28,6 +28,13 @@ pub struct PublishArgs {
     /// The category, set when the artefact is created.
     #[arg(long)]
     pub category: Option<String>,
+    /// Publish with a short-lived key from trusted publishing instead of a stored token: the
+    /// CI's OIDC token (GitHub Actions, or `RELIQUARY_OIDC_TOKEN`) is traded for it first.
+    #[arg(long)]
+    pub oidc: bool,
+    /// The audience to request from GitHub Actions (default: the registry's name).
+    #[arg(long, env = "RELIQUARY_OIDC_AUDIENCE", requires = "oidc")]
+    pub oidc_audience: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -84,7 +91,11 @@ pub fn validate(path: &Path, json_output: bool) -> anyhow::Result<()> {
 
 pub async fn publish(args: &ClientArgs, publish: PublishArgs) -> anyhow::Result<()> {
     let manifest = validate_file(&publish.tarball)?;
-    let client = args.client()?;
+    let client = if publish.oidc {
+        super::trust::exchanged_client(args, publish.oidc_audience.clone()).await?
+    } else {
+        args.client()?
+    };
     let bar = progress_bar(args.json);
     let progress = bar
         .clone()

@@ -4,6 +4,7 @@ pub mod artefacts;
 pub mod keys;
 pub mod lifecycle;
 pub mod remotes;
+pub mod trust;
 
 use clap::Args;
 use reliquary_client::Client;

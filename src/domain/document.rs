@@ -112,6 +112,12 @@ pub fn validate_document(doc: &Artefact) -> Result<(), Vec<FieldError>> {
                     Err(format!("has 1 to {MAX_NAME_CHARS} characters")),
                 );
             }
+            if let Some(oidc) = &by.oidc {
+                check(
+                    &field("publishedBy/oidc"),
+                    crate::domain::trust::check_facts(oidc),
+                );
+            }
         }
     };
     for (arch, slot) in &doc.tarballs {

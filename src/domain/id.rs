@@ -9,9 +9,9 @@ pub const MAX_ID_LEN: usize = 214;
 /// Patterns a key may carry in `allowedIds`.
 pub const MAX_ID_PATTERNS: usize = 32;
 
-/// Whether `id` matches an `allowedIds` pattern: `*` matches any run of characters except `/`,
-/// everything else matches itself (`acme-plugin@*`, `@acme/*@1`).
-pub fn id_matches(pattern: &str, id: &str) -> bool {
+/// Whether `id` matches a pattern (`allowedIds`, trusted-publisher claims): `*` matches any run
+/// of characters except `/`, everything else matches itself (`acme-plugin@*`, `refs/tags/v1.*`).
+pub fn star_match(pattern: &str, id: &str) -> bool {
     let (pattern, id) = (pattern.as_bytes(), id.as_bytes());
     // reachable[j]: the pattern read so far can match the first j bytes of the id. Linear in
     // both lengths, however many stars (no backtracking blow-up).
@@ -100,11 +100,11 @@ mod tests {
             ("**", "", true),
             ("a", "", false),
         ] {
-            assert_eq!(id_matches(pattern, id), matches, "{pattern} ~ {id}");
+            assert_eq!(star_match(pattern, id), matches, "{pattern} ~ {id}");
         }
         let long = "a".repeat(MAX_ID_LEN);
         assert!(
-            id_matches(&"*a".repeat(100), &long),
+            star_match(&"*a".repeat(100), &long),
             "no backtracking blow-up"
         );
         assert!(validate_id_pattern("acme-*@1").is_ok());

@@ -9,4 +9,5 @@ pub mod lifecycle;
 pub mod refusal;
 pub mod rules;
 pub mod tarball;
+pub mod trust;
 pub mod visibility;

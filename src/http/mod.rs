@@ -8,6 +8,7 @@ pub mod lifecycle;
 pub mod ops;
 pub mod remotes;
 pub mod track;
+pub mod trust;
 
 use std::time::Duration;
 
@@ -58,6 +59,12 @@ pub fn router() -> Router<AppState> {
         .route("/keys", get(keys::list).post(keys::create))
         .route("/keys/{key_id}", delete(keys::revoke))
         .route("/audit", get(keys::audit))
+        .route("/trusted-publishers", get(trust::list))
+        .route(
+            "/trusted-publishers/{name}",
+            axum::routing::put(trust::put).delete(trust::delete),
+        )
+        .route("/oidc/token", post(trust::exchange))
         .route("/remotes", get(remotes::list))
         .route(
             "/remotes/{name}",

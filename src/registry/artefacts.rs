@@ -363,6 +363,7 @@ impl Registry {
                 published_by: caller.key().map(|key| PublishedBy {
                     key_id: key.id.clone(),
                     key_name: key.name.clone(),
+                    oidc: key.oidc.clone(),
                 }),
             };
             let expected = existing.as_ref().map(|doc| doc.revision);

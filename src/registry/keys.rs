@@ -46,6 +46,8 @@ impl Registry {
             expires_at: request.expires_at,
             last_used_at: None,
             revoked_at: None,
+            trusted_publisher: None,
+            oidc: None,
         };
         self.store
             .insert_key(KeyRecord {

@@ -23,6 +23,7 @@ mod documents;
 mod feed;
 mod keys;
 mod lifecycle;
+mod trust;
 mod upkeep;
 
 pub use documents::Served;
@@ -52,6 +53,13 @@ pub struct Registry {
     pub download_flush_interval: std::time::Duration,
     /// `Some(ttl)`: downloads are redirected to presigned storage URLs valid this long.
     pub storage_redirect: Option<std::time::Duration>,
+    /// The registry's name: the default audience of a trusted publisher.
+    pub registry_name: String,
+    /// Verifies CI OIDC tokens for trusted publishing.
+    oidc: crate::oidc::OidcVerifier,
+    /// How long a key issued by trusted publishing lives.
+    pub oidc_token_ttl: std::time::Duration,
+    pub oidc_insecure_issuer: Option<String>,
     /// Downloads noted for `lastDownloadedAt`, written in the background.
     downloads: upkeep::Downloads,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -139,6 +147,13 @@ impl Registry {
             upkeep_interval: config.upkeep_interval,
             download_flush_interval: config.download_flush_interval,
             storage_redirect: config.storage_redirect,
+            registry_name: config.registry_name.clone(),
+            oidc: crate::oidc::OidcVerifier::new(
+                config.oidc_insecure_issuer.clone(),
+                config.clock.clone(),
+            ),
+            oidc_token_ttl: config.oidc_token_ttl,
+            oidc_insecure_issuer: config.oidc_insecure_issuer.clone(),
             downloads: upkeep::Downloads::new(config.branch_retention),
             metrics,
             changes: Arc::default(),

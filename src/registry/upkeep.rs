@@ -127,7 +127,21 @@ impl Registry {
     /// One upkeep pass: pending downloads written, then branch retention (when configured).
     pub async fn upkeep(&self) -> Result<RetentionReport> {
         self.flush_downloads().await?;
+        self.prune_exchanged_keys().await?;
         self.apply_retention(false).await
+    }
+
+    /// Every CI run that uses trusted publishing leaves a key that expires within the hour;
+    /// a day after that it is deleted, so the key list stays readable (`oidc.exchange` in the
+    /// audit log keeps the record).
+    async fn prune_exchanged_keys(&self) -> Result<()> {
+        const KEEP_EXPIRED_MILLIS: i64 = 24 * 3600 * 1000;
+        let before = Timestamp::from_millis(self.clock.now().millis() - KEEP_EXPIRED_MILLIS);
+        let removed = self.store.prune_exchanged_keys(before).await?;
+        if removed > 0 {
+            tracing::info!(removed, "deleted expired keys from trusted publishing");
+        }
+        Ok(())
     }
 
     /// Deletes (or, `dry_run`, lists) every branch artefact idle for the retention period.

@@ -9,6 +9,7 @@ pub mod sqlite;
 use async_trait::async_trait;
 use reliquary_client::types::{
     ApiKey, Artefact, AuditEntry, Change, Kind, RegistryKeys, Timestamp, Tombstone,
+    TrustedPublisher,
 };
 
 use crate::domain::visibility::Visibility;
@@ -151,6 +152,9 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Marks a key revoked (idempotent) and returns it.
     async fn revoke_key(&self, id: &str, at: Timestamp) -> StoreResult<ApiKey>;
     async fn touch_key(&self, id: &str, at: Timestamp) -> StoreResult<()>;
+    /// Deletes keys issued by trusted publishing that expired before `before`; returns how
+    /// many. (Every CI run makes one; the audit log keeps the record of each.)
+    async fn prune_exchanged_keys(&self, before: Timestamp) -> StoreResult<u64>;
     /// Whether any admin key that is neither revoked nor expired exists.
     async fn has_usable_admin(&self) -> StoreResult<bool> {
         let now = Timestamp::now();
@@ -302,12 +306,33 @@ pub trait RetentionStore: Send + Sync + 'static {
         -> StoreResult<Vec<RetentionCandidate>>;
 }
 
+/// Trusted publishers, and the OIDC token ids (`jti`) already exchanged.
+#[async_trait]
+pub trait TrustStore: Send + Sync + 'static {
+    /// Creates or replaces a publisher; returns whether it was created.
+    async fn put_publisher(&self, publisher: &TrustedPublisher) -> StoreResult<bool>;
+    async fn get_publisher(&self, name: &str) -> StoreResult<Option<TrustedPublisher>>;
+    /// Ordered by name.
+    async fn list_publishers(&self) -> StoreResult<Vec<TrustedPublisher>>;
+    /// Returns whether it existed.
+    async fn delete_publisher(&self, name: &str) -> StoreResult<bool>;
+    /// Records `token_id` as used until `expires_at`, atomically across replicas: `false` when
+    /// it is already recorded (a replay). Records that expired before `now` are removed.
+    async fn claim_token_id(
+        &self,
+        token_id: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+}
+
 /// Everything the server needs from a metadata backend.
 pub trait MetadataStore:
-    ArtefactStore + KeyStore + AuditStore + RemoteStore + GcStore + RetentionStore
+    ArtefactStore + KeyStore + AuditStore + RemoteStore + GcStore + RetentionStore + TrustStore
 {
 }
-impl<T: ArtefactStore + KeyStore + AuditStore + RemoteStore + GcStore + RetentionStore>
-    MetadataStore for T
+impl<
+        T: ArtefactStore + KeyStore + AuditStore + RemoteStore + GcStore + RetentionStore + TrustStore,
+    > MetadataStore for T
 {
 }

@@ -8,7 +8,7 @@ use reliquary_client::types::{NewKey, Role, Rollback, Timestamp};
 use serde::Deserialize;
 
 use super::pages::{nav, render, require_admin, Nav, PageResult};
-use super::views::{self, AuditRow, KeyRow, RemoteRow};
+use super::views::{self, AuditRow, KeyRow, PublisherRow, RemoteRow};
 use super::{Page, Visitor};
 use crate::app::AppState;
 use crate::registry::DEFAULT_PAGE;
@@ -105,6 +105,7 @@ pub async fn rollback(
 struct KeysPage {
     nav: Nav,
     keys: Vec<KeyRow>,
+    publishers: Vec<PublisherRow>,
     created: Option<String>,
     error: Option<String>,
 }
@@ -117,9 +118,11 @@ async fn keys_page(
 ) -> PageResult {
     let now = Timestamp::now();
     let keys = state.registry.list_keys(&visitor.caller).await?;
+    let publishers = state.registry.list_publishers(&visitor.caller).await?;
     render(&KeysPage {
         nav: nav(state, visitor, "keys"),
         keys: keys.iter().map(|k| KeyRow::of(k, now)).collect(),
+        publishers: publishers.iter().map(PublisherRow::of).collect(),
         created,
         error,
     })

@@ -241,6 +241,11 @@ pub async fn artefact(
                     || "—".to_owned(),
                     |by| format!("{} ({})", by.key_name, by.key_id),
                 ),
+                published_oidc: slot
+                    .published_by
+                    .as_ref()
+                    .and_then(|by| by.oidc.as_ref())
+                    .map(views::oidc_line),
             }
         })
         .collect();

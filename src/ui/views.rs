@@ -1,6 +1,8 @@
 //! What the templates show, computed in Rust: chips, human sizes, "5 minutes ago".
 
-use reliquary_client::types::{ApiKey, Artefact, AuditEntry, Kind, Remote, Timestamp};
+use reliquary_client::types::{
+    ApiKey, Artefact, AuditEntry, Kind, OidcFacts, Remote, Timestamp, TrustedPublisher,
+};
 
 /// `release`, `branch` or `mirrored`.
 pub fn chip(doc: &Artefact) -> &'static str {
@@ -81,6 +83,8 @@ pub struct SlotView {
     pub download: String,
     /// The key that uploaded it, by name (and id), or `—`.
     pub published_by: String,
+    /// The CI run behind a trusted-publishing key: repository, ref, commit, run.
+    pub published_oidc: Option<String>,
 }
 
 /// One history entry on the artefact page.
@@ -253,6 +257,64 @@ impl AuditRow {
             artefact,
             detail: entry.detail.clone().unwrap_or_default(),
             remote_addr: entry.remote_addr.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// One line about the CI run behind a slot: where, which ref and commit, which run.
+pub fn oidc_line(facts: &OidcFacts) -> String {
+    let mut parts = vec![format!("OIDC {}", facts.issuer)];
+    if let Some(repository) = &facts.repository {
+        parts.push(repository.clone());
+    }
+    if let Some(git_ref) = &facts.git_ref {
+        parts.push(git_ref.clone());
+    }
+    if let Some(sha) = &facts.sha {
+        parts.push(format!(
+            "commit {}",
+            sha.chars().take(12).collect::<String>()
+        ));
+    }
+    if let Some(run) = &facts.run_id {
+        parts.push(format!("run {run}"));
+    }
+    if let Some(workflow) = &facts.workflow_ref {
+        parts.push(workflow.clone());
+    }
+    parts.join(" · ")
+}
+
+/// A trusted publisher on the keys page.
+pub struct PublisherRow {
+    pub name: String,
+    pub issuer: String,
+    pub audience: String,
+    pub claims: String,
+    pub scopes: String,
+}
+
+impl PublisherRow {
+    pub fn of(p: &TrustedPublisher) -> Self {
+        let mut scopes = vec![format!("ids={}", p.allowed_ids.join(","))];
+        if let Some(kinds) = &p.allowed_kinds {
+            let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+            scopes.push(format!("kinds={}", kinds.join(",")));
+        }
+        if let Some(category) = &p.allowed_category {
+            scopes.push(format!("category={category}"));
+        }
+        Self {
+            name: p.name.clone(),
+            issuer: p.issuer.clone(),
+            audience: p.audience.clone(),
+            claims: p
+                .claims
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            scopes: scopes.join(", "),
         }
     }
 }

@@ -21,6 +21,8 @@ fn key(name: &str, role: Role) -> ApiKey {
         expires_at: None,
         last_used_at: None,
         revoked_at: None,
+        trusted_publisher: None,
+        oidc: None,
     }
 }
 

@@ -89,4 +89,17 @@ impl KeyStore for MongoStore {
             .map(|_| ())
             .map_err(map_err)
     }
+
+    async fn prune_exchanged_keys(&self, before: Timestamp) -> StoreResult<u64> {
+        // Timestamps are stored as fixed-width RFC 3339 text, which sorts as time does.
+        let result = self
+            .collection("api_keys")
+            .delete_many(doc! {
+                "doc.trustedPublisher": {"$exists": true},
+                "doc.expiresAt": {"$lt": before.to_string()},
+            })
+            .await
+            .map_err(map_err)?;
+        Ok(result.deleted_count)
+    }
 }

@@ -12,6 +12,7 @@ mod audit;
 mod keys;
 mod remotes;
 mod retention;
+mod trust;
 
 use std::time::Duration;
 
@@ -45,6 +46,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "audit_once",
         include_str!("../../../migrations/mongodb/0004_audit_once.json"),
+    ),
+    (
+        5,
+        "trusted_publishing",
+        include_str!("../../../migrations/mongodb/0005_trusted_publishing.json"),
     ),
 ];
 

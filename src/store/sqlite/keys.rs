@@ -77,4 +77,16 @@ impl KeyStore for SqliteStore {
         })
         .await
     }
+
+    async fn prune_exchanged_keys(&self, before: Timestamp) -> StoreResult<u64> {
+        self.with_conn(move |conn| {
+            let removed = conn.execute(
+                "DELETE FROM api_keys WHERE json_extract(doc, '$.trustedPublisher') IS NOT NULL
+                   AND json_extract(doc, '$.expiresAt') < ?1",
+                [before.to_string()],
+            )?;
+            Ok(removed as u64)
+        })
+        .await
+    }
 }

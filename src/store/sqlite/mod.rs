@@ -27,6 +27,7 @@ mod gc;
 mod keys;
 mod remotes;
 mod retention;
+mod trust;
 
 /// The schema migrations, in order; each is applied once, in a transaction with its record.
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -59,6 +60,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "audit_once",
         include_str!("../../../migrations/sqlite/0006_audit_once.sql"),
+    ),
+    (
+        7,
+        "trusted_publishing",
+        include_str!("../../../migrations/sqlite/0007_trusted_publishing.sql"),
     ),
 ];
 

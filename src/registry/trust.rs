@@ -1,0 +1,257 @@
+//! Trusted publishing: the publishers (admin) and the exchange of a CI's OIDC token for a
+//! short-lived publish key (anyone holding a valid token).
+
+use axum::http::StatusCode;
+use reliquary_client::types::{
+    ApiKey, OidcIssued, PutTrustedPublisher, Role, Timestamp, TrustedPublisher,
+};
+
+use super::Registry;
+use crate::audit::{Outcome, Target};
+use crate::auth::Caller;
+use crate::domain::trust::{exchanged_key_name, match_publisher, oidc_facts, validate_publisher};
+use crate::error::{Error, Result};
+use crate::oidc::invalid;
+use crate::secrets::{generate_token, token_display_prefix, token_hash};
+use crate::store::KeyRecord;
+
+impl Registry {
+    /// `PUT /trusted-publishers/{name}`: returns the publisher and whether it was created.
+    pub async fn put_publisher(
+        &self,
+        caller: &Caller,
+        name: &str,
+        request: PutTrustedPublisher,
+    ) -> Result<(TrustedPublisher, bool)> {
+        let result = async {
+            caller.require_admin()?;
+            let problems = validate_publisher(name, &request, self.oidc_insecure_issuer.as_deref());
+            if !problems.is_empty() {
+                return Err(Error::bad_request(
+                    "invalid_publisher",
+                    format!("{}.", problems.join("; ")),
+                ));
+            }
+            let now = self.clock.now();
+            let created_at = self
+                .store
+                .get_publisher(name)
+                .await?
+                .map_or(now, |existing| existing.created_at);
+            let publisher = TrustedPublisher {
+                name: name.to_owned(),
+                issuer: request.issuer,
+                audience: request
+                    .audience
+                    .unwrap_or_else(|| self.registry_name.clone()),
+                claims: request.claims,
+                allowed_ids: request.allowed_ids,
+                allowed_kinds: request.allowed_kinds,
+                allowed_category: request.allowed_category,
+                created_at,
+                updated_at: now,
+            };
+            let created = self.store.put_publisher(&publisher).await?;
+            Ok((publisher, created))
+        }
+        .await;
+        self.audit
+            .record_result(
+                caller,
+                "publisher.put",
+                Target::default(),
+                &result,
+                |(p, _)| {
+                    format!(
+                        "trusted publisher `{}`: issuer {}, claims {}, allowedIds {}",
+                        p.name,
+                        p.issuer,
+                        serde_json::to_string(&p.claims).unwrap_or_default(),
+                        p.allowed_ids.join(" ")
+                    )
+                },
+            )
+            .await;
+        result
+    }
+
+    pub async fn list_publishers(&self, caller: &Caller) -> Result<Vec<TrustedPublisher>> {
+        caller.require_admin()?;
+        Ok(self.store.list_publishers().await?)
+    }
+
+    /// `DELETE /trusted-publishers/{name}`: the publisher, and every unexpired key it issued
+    /// (revoked), so that removing a compromised publisher takes effect at once.
+    pub async fn delete_publisher(&self, caller: &Caller, name: &str) -> Result<u64> {
+        let result = async {
+            caller.require_admin()?;
+            if !self.store.delete_publisher(name).await? {
+                return Err(Error::not_found(
+                    "publisher_not_found",
+                    format!("No trusted publisher named `{name}`."),
+                ));
+            }
+            let now = self.clock.now();
+            let mut revoked = 0;
+            for key in self.store.list_keys().await? {
+                let live = key.revoked_at.is_none() && key.expires_at.is_none_or(|at| at > now);
+                if live && key.trusted_publisher.as_deref() == Some(name) {
+                    self.store.revoke_key(&key.id, now).await?;
+                    revoked += 1;
+                }
+            }
+            Ok(revoked)
+        }
+        .await;
+        self.audit
+            .record_result(
+                caller,
+                "publisher.delete",
+                Target::default(),
+                &result,
+                |n| format!("deleted trusted publisher `{name}`; revoked {n} key(s) it had issued"),
+            )
+            .await;
+        result
+    }
+
+    /// `POST /oidc/token`: verifies the CI's token, finds the publisher it matches, and issues
+    /// a publish key with that publisher's scopes that expires after `--oidc-token-ttl`.
+    pub async fn exchange_oidc_token(&self, caller: &Caller, token: &str) -> Result<OidcIssued> {
+        let result = self.exchange(token).await;
+        match &result {
+            Ok((issued, key, detail)) => {
+                let actor = Caller {
+                    key: Some(key.clone()),
+                    remote_addr: caller.remote_addr.clone(),
+                };
+                let detail = format!("publisher `{}`: {detail}", issued.publisher);
+                self.audit
+                    .record(
+                        &actor,
+                        "oidc.exchange",
+                        Outcome::Success,
+                        Target::default(),
+                        detail,
+                    )
+                    .await;
+            }
+            Err(error) => {
+                if let Some(outcome) = crate::audit::Outcome::of_error(error) {
+                    self.audit
+                        .record(
+                            caller,
+                            "oidc.exchange",
+                            outcome,
+                            Target::default(),
+                            error.to_string(),
+                        )
+                        .await;
+                }
+            }
+        }
+        result.map(|(issued, _, _)| issued)
+    }
+
+    async fn exchange(&self, token: &str) -> Result<(OidcIssued, ApiKey, String)> {
+        let publishers = self.store.list_publishers().await?;
+        let mut issuers: Vec<&str> = publishers.iter().map(|p| p.issuer.as_str()).collect();
+        issuers.sort_unstable();
+        issuers.dedup();
+        let verified = self.oidc.verify(token, &issuers).await?;
+
+        let of_issuer: Vec<&TrustedPublisher> = publishers
+            .iter()
+            .filter(|p| p.issuer == verified.issuer)
+            .collect();
+        let candidates: Vec<&TrustedPublisher> = of_issuer
+            .iter()
+            .copied()
+            .filter(|p| verified.audiences.contains(&p.audience))
+            .collect();
+        if candidates.is_empty() {
+            let mut expected: Vec<&str> = of_issuer.iter().map(|p| p.audience.as_str()).collect();
+            expected.sort_unstable();
+            expected.dedup();
+            return Err(invalid(format!(
+                "its audience {:?} is not the audience of a trusted publisher of `{}` (expected `{}`)",
+                verified.audiences,
+                verified.issuer,
+                expected.join("` or `")
+            )));
+        }
+        let publisher = match_publisher(&candidates, &verified.claims).map_err(|miss| {
+            let message = miss.map_or_else(
+                || "No trusted publisher matches this token.".to_owned(),
+                |m| m.sentence(),
+            );
+            Error::new(StatusCode::FORBIDDEN, "oidc_no_publisher", message)
+        })?;
+
+        let now = self.clock.now();
+        let token_id = format!("{}#{}", verified.issuer, verified.jti);
+        if !self
+            .store
+            .claim_token_id(&token_id, verified.replayable_until, now)
+            .await?
+        {
+            return Err(Error::conflict(
+                "oidc_token_reused",
+                format!(
+                    "This OIDC token (jti `{}`) was already exchanged; a token is accepted once. Request a fresh one from the CI.",
+                    verified.jti.escape_debug()
+                ),
+            ));
+        }
+
+        let facts = oidc_facts(&verified.issuer, &verified.claims);
+        let secret = generate_token();
+        let ttl_millis = i64::try_from(self.oidc_token_ttl.as_millis()).unwrap_or(i64::MAX);
+        let expires_at = Timestamp::from_millis(now.millis().saturating_add(ttl_millis));
+        let key = ApiKey {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: exchanged_key_name(&publisher.name, &facts),
+            role: Role::Publish,
+            prefix: token_display_prefix(&secret),
+            allowed_package_name: None,
+            allowed_name_prefix: None,
+            allowed_category: publisher.allowed_category.clone(),
+            allowed_ids: Some(publisher.allowed_ids.clone()),
+            allowed_kinds: publisher.allowed_kinds.clone(),
+            created_at: now,
+            expires_at: Some(expires_at),
+            last_used_at: None,
+            revoked_at: None,
+            trusted_publisher: Some(publisher.name.clone()),
+            oidc: Some(facts),
+        };
+        self.store
+            .insert_key(KeyRecord {
+                key: key.clone(),
+                token_sha256: token_hash(&secret),
+            })
+            .await?;
+        let claim = |name: &str| crate::domain::trust::claim_text(&verified.claims, name);
+        let detail = [
+            "sub",
+            "repository",
+            "project_path",
+            "ref",
+            "sha",
+            "run_id",
+            "pipeline_id",
+            "workflow_ref",
+        ]
+        .iter()
+        .filter_map(|name| claim(name).map(|v| format!("{name}={}", v.escape_debug())))
+        .fold(format!("issuer={}", verified.issuer), |acc, part| {
+            acc + " " + &part
+        });
+        let issued = OidcIssued {
+            token: secret,
+            expires_at,
+            publisher: publisher.name.clone(),
+        };
+        Ok((issued, key, detail))
+    }
+}
