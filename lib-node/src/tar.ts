@@ -186,7 +186,10 @@ function parsePax(body: Buffer): Map<string, string> {
     const record = body.subarray(space + 1, at + length - 1).toString('utf8');
     const equals = record.indexOf('=');
     if (equals < 0 || body[at + length - 1] !== 0x0a) throw new Error('malformed PAX record');
-    records.set(record.slice(0, equals), record.slice(equals + 1));
+    // The first record of a key wins, as in lib-client's tar crate: two readers of one
+    // archive must agree on which `path` it names.
+    const key = record.slice(0, equals);
+    if (!records.has(key)) records.set(key, record.slice(equals + 1));
     at += length;
   }
   return records;
