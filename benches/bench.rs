@@ -433,6 +433,9 @@ async fn main() {
     if only.is_empty() || only.contains("client") {
         client_cache().await;
     }
+    if only.is_empty() || only.contains("node") {
+        parts::node_client::node_client().await;
+    }
     if only.is_empty() || only.contains("scale") {
         parts::scale_out::downloads().await;
         parts::scale_out::three_replica_mirroring().await;
