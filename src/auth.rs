@@ -98,6 +98,7 @@ impl Caller {
                 releases_only: true,
                 id_prefix: key.allowed_name_prefix.clone(),
                 category: key.allowed_category.clone(),
+                id_patterns: key.allowed_ids.clone(),
             }),
             (Some(_), _) => Ok(Visibility::all()),
         }

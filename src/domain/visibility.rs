@@ -5,6 +5,8 @@
 
 use reliquary_client::types::Kind;
 
+use super::id::star_match;
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Visibility {
     /// Hide every `kind: "branch"` artefact: mirror keys, and anonymous callers under
@@ -14,6 +16,8 @@ pub struct Visibility {
     pub id_prefix: Option<String>,
     /// A mirror key's `allowedCategory`: only artefacts in it.
     pub category: Option<String>,
+    /// A mirror key's `allowedIds`: only ids matching one of these patterns.
+    pub id_patterns: Option<Vec<String>>,
 }
 
 impl Visibility {
@@ -35,6 +39,14 @@ impl Visibility {
         (!self.releases_only || kind == Kind::Release)
             && self.id_prefix.as_deref().is_none_or(|p| id.starts_with(p))
             && self.category.as_deref().is_none_or(|c| category == Some(c))
+            && self.admits_id(id)
+    }
+
+    /// Whether `id` matches the id patterns, if there are any.
+    pub fn admits_id(&self, id: &str) -> bool {
+        self.id_patterns
+            .as_ref()
+            .is_none_or(|patterns| patterns.iter().any(|p| star_match(p, id)))
     }
 }
 
@@ -55,11 +67,24 @@ mod tests {
             releases_only: true,
             id_prefix: Some("acme-".into()),
             category: Some("plugins".into()),
+            id_patterns: None,
         };
         assert!(scoped.allows("acme-x@1", Kind::Release, Some("plugins")));
         assert!(!scoped.allows("other@1", Kind::Release, Some("plugins")));
         assert!(!scoped.allows("acme-x@1", Kind::Release, Some("services")));
         assert!(!scoped.allows("acme-x@1", Kind::Release, None));
         assert!(!scoped.allows("acme-x@main", Kind::Branch, Some("plugins")));
+    }
+
+    #[test]
+    fn id_patterns_admit_matching_ids_only() {
+        let scoped = Visibility {
+            id_patterns: Some(vec!["acme-*@1".into(), "@acme/*@*".into()]),
+            ..Visibility::releases()
+        };
+        assert!(scoped.allows("acme-x@1", Kind::Release, None));
+        assert!(scoped.allows("@acme/tool@2", Kind::Release, None));
+        assert!(!scoped.allows("acme-x@2", Kind::Release, None));
+        assert!(!scoped.allows("other@1", Kind::Release, None));
     }
 }

@@ -281,6 +281,7 @@ impl SyncContext {
             releases_only: true,
             id_prefix: config.allowed_name_prefix.clone(),
             category: config.allowed_category.clone(),
+            id_patterns: None,
         };
         if !wanted.allows(&doc.id, doc.kind, doc.category.as_deref()) {
             return Ok(Applied::Skipped);

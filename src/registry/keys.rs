@@ -134,11 +134,12 @@ fn validate_new_key(request: &NewKey, now: Timestamp) -> Result<()> {
     if empty_scope {
         problems.push("a scope, when given, must not be empty");
     }
-    if (request.allowed_ids.is_some() || request.allowed_kinds.is_some())
-        && request.role != Role::Publish
-    {
+    if request.allowed_ids.is_some() && !matches!(request.role, Role::Publish | Role::Mirror) {
+        problems.push("`allowedIds` applies to publish and mirror keys only");
+    }
+    if request.allowed_kinds.is_some() && request.role != Role::Publish {
         problems.push(
-            "`allowedIds` and `allowedKinds` apply to publish keys (a mirror key is scoped by `allowedNamePrefix` and `allowedCategory`)",
+            "`allowedKinds` applies to publish keys only (a mirror key reads release artefacts only, whatever it says)",
         );
     }
     if request.allowed_ids.as_ref().is_some_and(Vec::is_empty)

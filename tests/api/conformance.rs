@@ -172,6 +172,60 @@ async fn the_filter_applies_to_single_reads(f: Fixture) {
     };
     assert!(s.get("rel@1", &other_category).await.unwrap().is_none());
     assert_eq!(s.revision("rel@1", &other_category).await.unwrap(), None);
+
+    // A mirror key's id patterns, in the query itself: `*` never crosses a `/`, `.` is literal.
+    s.put(artefact("@sc/rel@1", Kind::Release, None), None)
+        .await
+        .unwrap();
+    s.put(artefact("relx1", Kind::Release, None), None)
+        .await
+        .unwrap();
+    let patterns = |list: &[&str]| Visibility {
+        id_patterns: Some(list.iter().map(|p| (*p).to_owned()).collect()),
+        ..Visibility::releases()
+    };
+    assert!(s
+        .get("rel@1", &patterns(&["re*@1"]))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(s
+        .get("rel@1", &patterns(&["x*", "rel@*"]))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(s
+        .get("rel@1", &patterns(&["rel@2"]))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .get("@sc/rel@1", &patterns(&["*rel@1"]))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .get("@sc/rel@1", &patterns(&["@sc/*"]))
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        s.revision("rel@1", &patterns(&["rel@2"])).await.unwrap(),
+        None
+    );
+    let listed = s
+        .browse(
+            &BrowseQuery {
+                limit: 10,
+                ..Default::default()
+            },
+            &patterns(&["rel@*", "@sc/*@1"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&listed), ["@sc/rel@1", "rel@1"]);
+    let changes = s.changes(0, 10, &patterns(&["rel*"])).await.unwrap();
+    assert_eq!(change_ids(&changes.items), ["rel@1", "relx1"]);
 }
 
 async fn delete_leaves_a_tombstone_and_recreation_continues_the_revision(f: Fixture) {

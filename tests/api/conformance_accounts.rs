@@ -2,7 +2,7 @@
 //! on every metadata backend.
 
 use reliquary::store::{AuditQuery, AuditRecord, KeyRecord, RemoteConfig, RemoteState, StoreError};
-use reliquary_client::types::{ApiKey, Kind, Role, Timestamp};
+use reliquary_client::types::{ApiKey, Kind, Role, Timestamp, TrustedPublisher};
 
 use crate::conformance::{artefact, Fixture};
 
@@ -297,7 +297,107 @@ async fn a_cursor_the_store_did_not_issue_is_refused(f: Fixture) {
     ));
 }
 
+fn publisher(name: &str) -> TrustedPublisher {
+    TrustedPublisher {
+        name: name.into(),
+        issuer: "https://token.actions.githubusercontent.com".into(),
+        audience: "reliquary".into(),
+        claims: [("repository".to_owned(), "acme/plugin".to_owned())].into(),
+        allowed_ids: vec!["acme-plugin@*".into()],
+        allowed_kinds: Some(vec![Kind::Release]),
+        allowed_category: None,
+        created_at: Timestamp::from_millis(1_000),
+        updated_at: Timestamp::from_millis(2_000),
+    }
+}
+
+async fn trusted_publishers_are_put_listed_and_deleted(f: Fixture) {
+    let s = &f.store;
+    assert!(s.list_publishers().await.unwrap().is_empty());
+    assert!(s.put_publisher(&publisher("b-release")).await.unwrap());
+    assert!(s.put_publisher(&publisher("a-staging")).await.unwrap());
+    let mut changed = publisher("b-release");
+    changed.allowed_ids = vec!["acme-plugin@2".into()];
+    assert!(
+        !s.put_publisher(&changed).await.unwrap(),
+        "replaced, not created"
+    );
+    let names: Vec<String> = s
+        .list_publishers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["a-staging", "b-release"]);
+    assert_eq!(s.get_publisher("b-release").await.unwrap(), Some(changed));
+    assert!(s.delete_publisher("b-release").await.unwrap());
+    assert!(!s.delete_publisher("b-release").await.unwrap());
+    assert_eq!(s.get_publisher("b-release").await.unwrap(), None);
+}
+
+async fn a_token_id_is_claimed_once_until_it_expires(f: Fixture) {
+    let s = &f.store;
+    let at = |secs: i64| Timestamp::from_millis(secs * 1000);
+    assert!(s.claim_token_id("iss#1", at(100), at(10)).await.unwrap());
+    assert!(
+        !s.claim_token_id("iss#1", at(100), at(20)).await.unwrap(),
+        "a replay"
+    );
+    assert!(s.claim_token_id("iss#2", at(100), at(20)).await.unwrap());
+    // Concurrent claims of one id: exactly one wins.
+    let claims = (0..8).map(|_| s.claim_token_id("iss#3", at(100), at(30)));
+    let won = futures::future::join_all(claims)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(won, 1);
+    // Once expired, the record is pruned (the token itself would fail its `exp` check).
+    assert!(s.claim_token_id("iss#1", at(300), at(101)).await.unwrap());
+}
+
+async fn exchanged_keys_are_pruned_after_they_expire(f: Fixture) {
+    let s = &f.store;
+    let mut exchanged = key("oidc:acme:1", Role::Publish);
+    exchanged.trusted_publisher = Some("acme".into());
+    exchanged.expires_at = Some(Timestamp::from_millis(10_000));
+    let mut lasting = key("ci", Role::Publish);
+    lasting.expires_at = Some(Timestamp::from_millis(10_000));
+    for (k, hash) in [(&exchanged, "e"), (&lasting, "l")] {
+        s.insert_key(KeyRecord {
+            key: k.clone(),
+            token_sha256: hash.into(),
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        s.prune_exchanged_keys(Timestamp::from_millis(10_000))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.prune_exchanged_keys(Timestamp::from_millis(10_001))
+            .await
+            .unwrap(),
+        1
+    );
+    let left: Vec<String> = s
+        .list_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    assert_eq!(left, ["ci"], "only keys from trusted publishing are pruned");
+}
+
 metadata_conformance!(
+    trusted_publishers_are_put_listed_and_deleted,
+    a_token_id_is_claimed_once_until_it_expires,
+    exchanged_keys_are_pruned_after_they_expire,
     keys_are_found_by_token_hash_and_revoked_once,
     the_audit_log_pages_newest_first_and_prunes_by_age,
     remotes_keep_config_and_state_apart_and_leases_exclude,

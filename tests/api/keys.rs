@@ -265,6 +265,63 @@ async fn mirror_key_scopes_narrow_what_it_sees() {
     assert_eq!(hidden.status(), 404);
 }
 
+/// A mirror key's `allowedIds` narrows everything it reads: lists, the change feed, documents
+/// and tarballs.
+#[tokio::test]
+async fn mirror_keys_see_only_the_ids_their_patterns_allow() {
+    let server = TestServer::start().await;
+    for id in ["acme-a@1", "acme-a@2", "@acme/tool@1", "other@1"] {
+        let name = id.rsplit_once('@').unwrap().0;
+        server
+            .upload_ok(id, "", npm_tarball(name, "1.0.0"), 201)
+            .await;
+    }
+    let mirror = create_key(
+        &server,
+        json!({"name": "m", "role": "mirror", "allowedIds": ["acme-*@1", "@acme/*@*"]}),
+    )
+    .await
+    .token;
+    let read = |path: String| {
+        server
+            .client
+            .get(format!("{}{path}", server.url))
+            .bearer_auth(&mirror)
+            .send()
+    };
+    for list in ["/artefacts?since=0", "/artefacts?limit=50"] {
+        let page: Value = read(list.into()).await.unwrap().json().await.unwrap();
+        let mut ids: Vec<&str> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["@acme/tool@1", "acme-a@1"], "{list}");
+    }
+    for hidden in ["acme-a@2", "other@1"] {
+        assert_eq!(
+            read(format!("/artefacts/{hidden}")).await.unwrap().status(),
+            404
+        );
+        assert_eq!(
+            read(format!("/artefacts/{hidden}/tarball"))
+                .await
+                .unwrap()
+                .status(),
+            404
+        );
+    }
+    assert_eq!(
+        read(format!("/artefacts/{}/tarball", encode("@acme/tool@1")))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
 #[tokio::test]
 async fn publish_scopes_are_enforced_and_named_in_the_denial() {
     let server = TestServer::start().await;
@@ -515,8 +572,12 @@ async fn id_patterns_and_kinds_scope_publish_keys_and_every_slot_says_who_publis
     // Bad scopes are refused when the key is made, and say why.
     for (body, why) in [
         (
-            json!({"name": "m", "role": "mirror", "allowedIds": ["acme-*"]}),
-            "publish keys",
+            json!({"name": "m", "role": "mirror", "allowedKinds": ["branch"]}),
+            "release artefacts only",
+        ),
+        (
+            json!({"name": "r", "role": "read", "allowedIds": ["acme-*"]}),
+            "publish and mirror keys",
         ),
         (
             json!({"name": "p", "role": "publish", "allowedIds": []}),

@@ -39,7 +39,20 @@ fn visible(visibility: &Visibility) -> Document {
     if let Some(category) = &visibility.category {
         filter.insert("category", category);
     }
+    if let Some(patterns) = &visibility.id_patterns {
+        let any: Vec<Document> = patterns
+            .iter()
+            .map(|p| doc! {"_id": {"$regex": id_pattern_regex(p)}})
+            .collect();
+        filter.insert("$or", any);
+    }
     filter
+}
+
+/// An `allowedIds` pattern as an anchored regex: `*` is any run without `/`, the rest literal.
+fn id_pattern_regex(pattern: &str) -> String {
+    let literal: Vec<String> = pattern.split('*').map(escape_regex).collect();
+    format!("^{}$", literal.join("[^/]*"))
 }
 
 /// The store's own conditions and the federation filter as one flat filter. MongoDB reads a
@@ -498,6 +511,7 @@ mod tests {
             releases_only: true,
             id_prefix: Some("acme-".into()),
             category: Some("plugins".into()),
+            id_patterns: None,
         };
         assert_eq!(
             and(doc! {"seq": {"$gt": 4_i64}}, &Visibility::all()),

@@ -72,6 +72,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
 /// and tombstone query includes it, bound with [`filter_params`].
 const VISIBLE: &str = "(:releases_only = 0 OR kind = 'release')
     AND (:id_prefix IS NULL OR substr(id, 1, length(:id_prefix)) = :id_prefix)
+    AND (:id_patterns IS NULL OR id_matches_any(:id_patterns, id))
     AND (:vis_category IS NULL OR category = :vis_category)";
 
 /// Connections that serve reads; WAL mode lets them run alongside the writer and each other.
@@ -109,6 +110,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(map_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
+        register_functions(&conn).map_err(map_err)?;
         Ok(conn)
     }
 
@@ -251,17 +253,38 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("documents serialise")
 }
 
-fn filter_params(visibility: &Visibility) -> [(&'static str, Box<dyn rusqlite::ToSql + Send>); 3] {
+fn filter_params(visibility: &Visibility) -> [(&'static str, Box<dyn rusqlite::ToSql + Send>); 4] {
+    // Patterns hold no newline (their alphabet is an id's and `*`), so one joins them.
+    let patterns = visibility.id_patterns.as_ref().map(|p| p.join("\n"));
     [
         (":releases_only", Box::new(visibility.releases_only)),
         (":id_prefix", Box::new(visibility.id_prefix.clone())),
         (":vis_category", Box::new(visibility.category.clone())),
+        (":id_patterns", Box::new(patterns)),
     ]
+}
+
+/// `id_matches_any(patterns, id)`: the `allowedIds` rule (`domain::id::star_match`) in SQL,
+/// over newline-joined patterns.
+fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "id_matches_any",
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let patterns: String = ctx.get(0)?;
+            let id: String = ctx.get(1)?;
+            Ok(patterns
+                .split('\n')
+                .any(|p| crate::domain::id::star_match(p, &id)))
+        },
+    )
 }
 
 /// Named parameters: the filter's plus the query's own.
 fn bind<'a>(
-    filter: &'a [(&'static str, Box<dyn rusqlite::ToSql + Send>); 3],
+    filter: &'a [(&'static str, Box<dyn rusqlite::ToSql + Send>); 4],
     own: &'a [(&'static str, &'a dyn rusqlite::ToSql)],
 ) -> Vec<(&'a str, &'a dyn rusqlite::ToSql)> {
     filter
