@@ -415,4 +415,17 @@ mod tests {
         assert!(gitlab.workflow_ref.is_some());
         assert_eq!(exchanged_key_name("release", &github), "oidc:release:7");
     }
+
+    #[test]
+    fn a_peers_facts_are_bounded_and_printable() {
+        let mut facts = OidcFacts {
+            issuer: "https://token.actions.githubusercontent.com".into(),
+            ..OidcFacts::default()
+        };
+        assert!(check_facts(&facts).is_ok());
+        facts.git_ref = Some("refs/tags/v1\u{1b}[31m".into());
+        assert!(check_facts(&facts).is_err());
+        facts.git_ref = Some("r".repeat(MAX_URL + 1));
+        assert!(check_facts(&facts).is_err());
+    }
 }

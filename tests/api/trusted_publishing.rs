@@ -690,3 +690,54 @@ async fn the_cli_publishes_with_github_actions_and_gitlab_tokens() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A mirror keeps who published each slot, OIDC facts included; a peer's facts are validated
+/// like any other field it sends.
+#[tokio::test]
+async fn mirrors_keep_the_publishing_run() {
+    let issuer = TestIssuer::start().await;
+    let url = issuer.url.clone();
+    let origin = TestServer::start_with(move |c| {
+        c.registry_name = "prod".into();
+        c.oidc_insecure_issuer = Some(url);
+    })
+    .await;
+    origin
+        .admin_put("/trusted-publishers/acme-release")
+        .json(&json!({
+            "issuer": issuer.url,
+            "audience": "reliquary",
+            "claims": {"repository": REPOSITORY},
+            "allowedIds": ["acme-plugin@1"],
+        }))
+        .send()
+        .await
+        .unwrap();
+    let token = exchanged_key(&origin, &issuer.token_with(|_| {})).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, published) = upload_as(
+        &origin,
+        &token,
+        "acme-plugin@1",
+        "architecture=x64",
+        npm_tarball("acme-plugin", "1.4.0"),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    let mirror = crate::federation::named("staging").await;
+    crate::federation::add_remote(&mirror, "prod", &origin, json!({})).await;
+    let summary = crate::federation::sync(&mirror, "prod").await;
+    assert_eq!(summary.mirrored, 1, "{summary:?}");
+    let (_, mirrored) = crate::federation::doc(&mirror, "acme-plugin@1").await;
+    assert_eq!(
+        mirrored["tarballs"]["x64"]["publishedBy"],
+        published["tarballs"]["x64"]["publishedBy"]
+    );
+    assert_eq!(
+        mirrored["tarballs"]["x64"]["publishedBy"]["oidc"]["runId"],
+        "7301"
+    );
+}
