@@ -446,7 +446,8 @@ mod tests {
             &file,
             "history-per-slot = 3\nbranch-retention = \"30d\"\nupkeep-interval = \"6h\"\n\
              storage = \"s3://bucket/dir\"\nstorage-redirect = true\nstorage-redirect-ttl = \"2m\"\n\
-             sync-lease = \"45s\"\n",
+             sync-lease = \"45s\"\noidc-token-ttl = \"30m\"\n\
+             oidc-insecure-issuer = \"http://127.0.0.1:7777\"\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -465,6 +466,11 @@ mod tests {
         assert_eq!(config.upkeep_interval, Duration::from_secs(6 * 3600));
         assert_eq!(config.storage_redirect, Some(Duration::from_secs(120)));
         assert_eq!(config.sync_lease, Duration::from_secs(45));
+        assert_eq!(config.oidc_token_ttl, Duration::from_secs(30 * 60));
+        assert_eq!(
+            config.oidc_insecure_issuer.as_deref(),
+            Some("http://127.0.0.1:7777")
+        );
 
         for bad in [
             "history-per-slot = 51\n",
@@ -472,6 +478,9 @@ mod tests {
             "storage = \"s3://b/d\"\nstorage-redirect = true\nstorage-redirect-ttl = \"8d\"\n",
             "sync-lease = \"1s\"\n",
             "branch-retention = \"0s\"\n",
+            "oidc-token-ttl = \"2h\"\n",
+            "oidc-insecure-issuer = \"http://token.example.com\"\n",
+            "oidc-insecure-issuer = \"https://127.0.0.1:1\"\n",
         ] {
             std::fs::write(&file, bad).unwrap();
             assert!(Config::from_serve_args(&args).is_err(), "{bad}");

@@ -741,3 +741,68 @@ async fn mirrors_keep_the_publishing_run() {
         "7301"
     );
 }
+
+/// An issuer that misbehaves (discovery naming another issuer, a key set that never ends, a
+/// redirect elsewhere) costs an exchange a clear 503, never a hang or a fetch it did not name.
+#[tokio::test]
+async fn a_misbehaving_issuer_is_refused_with_a_clear_error() {
+    use axum::response::{IntoResponse, Redirect};
+    use axum::routing::get;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let discovery_url = url.clone();
+    let app = axum::Router::new()
+        .route(
+            "/wrong/.well-known/openid-configuration",
+            get(|| async { axum::Json(json!({"issuer": "https://elsewhere.example", "jwks_uri": "https://elsewhere.example/jwks"})) }),
+        )
+        .route(
+            "/huge/.well-known/openid-configuration",
+            get(move || {
+                let url = discovery_url.clone();
+                async move { axum::Json(json!({"issuer": format!("{url}/huge"), "jwks_uri": format!("{url}/huge/jwks")})) }
+            }),
+        )
+        .route(
+            "/huge/jwks",
+            get(|| async { format!("{{\"keys\": [\"{}\"]}}", "k".repeat(300 * 1024)).into_response() }),
+        )
+        .route(
+            "/moved/.well-known/openid-configuration",
+            get(|| async { Redirect::temporary("https://elsewhere.example/.well-known/openid-configuration") }),
+        );
+    let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let issuer = TestIssuer::start().await;
+    for (path, message) in [
+        ("wrong", "names issuer `https://elsewhere.example`"),
+        ("huge", "sent more than 262144 bytes"),
+        ("moved", "answered 307"),
+    ] {
+        let bad_issuer = format!("{url}/{path}");
+        let configured = bad_issuer.clone();
+        let server =
+            TestServer::start_with(move |c| c.oidc_insecure_issuer = Some(configured)).await;
+        server
+            .admin_put("/trusted-publishers/p")
+            .json(&json!({"issuer": bad_issuer, "claims": {"repository": REPOSITORY}, "allowedIds": ["acme-plugin@1"]}))
+            .send()
+            .await
+            .unwrap();
+        let token = issuer.token_with(|c| {
+            c.insert("iss".into(), json!(bad_issuer));
+        });
+        let body = expect_error(
+            exchange(&server, &token).await,
+            503,
+            "oidc_issuer_unavailable",
+        )
+        .await;
+        assert!(
+            body["message"].as_str().unwrap().contains(message),
+            "{path}: {body}"
+        );
+    }
+    task.abort();
+}
