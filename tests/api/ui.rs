@@ -68,6 +68,17 @@ async fn the_ui_works_in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(remote.status(), 201);
+    let publisher = server
+        .admin_put("/trusted-publishers/acme-release")
+        .json(&json!({
+            "issuer": "https://token.actions.githubusercontent.com",
+            "claims": {"repository": "acme/acme-plugin", "ref": "refs/tags/v1.*"},
+            "allowedIds": ["acme-plugin@1"],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(publisher.status(), 201);
 
     let screenshots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
     std::fs::create_dir_all(&screenshots).unwrap();

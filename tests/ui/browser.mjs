@@ -81,6 +81,12 @@ try {
     assert.ok(!session.value.includes(adminToken));
   });
 
+  const publisherRow = await page.locator('[data-testid="publishers"] tr[data-publisher="acme-release"]').textContent();
+  check("trusted publishers are listed with their claims", () => {
+    assert.match(publisherRow, /token\.actions\.githubusercontent\.com/);
+    assert.match(publisherRow, /ref=refs\/tags\/v1\.\*/);
+  });
+
   // Create a key: the token is shown once.
   await page.fill('input[name="name"]', "ui-created");
   await page.selectOption('select[name="role"]', "publish");
