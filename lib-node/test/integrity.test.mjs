@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 
 import { ensureArtefact } from '../dist/index.js';
-import { ADMIN_TOKEN, npmTarball, proxy, sha256, signingKey, startServer, tempDir, upload } from './support.mjs';
+import { ADMIN_TOKEN, cliEnsure, npmTarball, proxy, sha256, signingKey, startServer, tempDir, upload } from './support.mjs';
 
 async function registryWith(t, ids = ['acme@1']) {
   const server = await startServer(t);
@@ -107,5 +107,15 @@ test('a redirect to storage is followed without the token; a downgrade to http i
   await assert.rejects(
     ensureArtefact({ registry: 'https://registry.example', id: 'acme@1', architecture: 'x64', cacheDir: tempDir(t), fetch: fetchLike }),
     (e) => e.code === 'api' && /refused a redirect/.test(e.message),
+  );
+});
+
+test('the Rust CLI refuses the signed document of another artefact too', async (t) => {
+  const { server } = await registryWith(t, ['acme@1', 'other@1']);
+  const otherDoc = await (await fetch(`${server.url}/artefacts/other@1`)).text();
+  const front = await proxy(t, server.url, (a) => (isDoc(a.path) ? { ...a, headers: { ...a.headers, etag: '"x"' }, body: otherDoc } : a));
+  await assert.rejects(
+    cliEnsure(['acme@1', '--arch', 'x64', '--registry', front.url, '--cache-dir', tempDir(t), '--trust-registry']),
+    /asked for `acme@1`, the registry answered with the document of `other@1`/,
   );
 });
