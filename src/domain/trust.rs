@@ -216,7 +216,7 @@ pub fn oidc_facts(issuer: &str, claims: &Map<String, Value>) -> OidcFacts {
         names
             .iter()
             .find_map(|name| claim_text(claims, name))
-            .map(|value| value.chars().take(MAX_CLAIM_VALUE).collect())
+            .map(|value| printable(&value, MAX_CLAIM_VALUE))
     };
     OidcFacts {
         issuer: issuer.to_owned(),
@@ -232,8 +232,24 @@ pub fn oidc_facts(issuer: &str, claims: &Map<String, Value>) -> OidcFacts {
 /// 64 characters a key name has.
 pub fn exchanged_key_name(publisher: &str, facts: &OidcFacts) -> String {
     let run = facts.run_id.as_deref().unwrap_or("run");
-    let name = format!("oidc:{publisher}:{run}");
-    name.chars().filter(|c| !c.is_control()).take(64).collect()
+    printable(&format!("oidc:{publisher}:{run}"), 64)
+}
+
+/// `value` without control or bidi characters, cut to `max_bytes` on a character boundary:
+/// what a token says is shown in the UI and the audit log, and travels to mirrors, which
+/// refuse anything else.
+fn printable(value: &str, max_bytes: usize) -> String {
+    let mut out = String::new();
+    for c in value
+        .chars()
+        .filter(|&c| !c.is_control() && !super::document::is_bidi_control(c))
+    {
+        if out.len() + c.len_utf8() > max_bytes {
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Checks the OIDC facts a peer sends with a mirrored slot (they are shown, so bounded).
@@ -252,14 +268,16 @@ pub fn check_facts(facts: &OidcFacts) -> Result<(), String> {
         .any(|v| v.len() > MAX_URL || has_control(v));
     if bad {
         return Err(format!(
-            "holds a value longer than {MAX_URL} bytes or with control characters"
+            "holds a value longer than {MAX_URL} bytes or with control or bidi characters"
         ));
     }
     Ok(())
 }
 
 fn has_control(value: &str) -> bool {
-    value.chars().any(char::is_control)
+    value
+        .chars()
+        .any(|c| c.is_control() || super::document::is_bidi_control(c))
 }
 
 /// A value from a token or a request, safe to quote in a message: escaped and cut short.
@@ -414,6 +432,18 @@ mod tests {
         assert_eq!(gitlab.run_id.as_deref(), Some("9"));
         assert!(gitlab.workflow_ref.is_some());
         assert_eq!(exchanged_key_name("release", &github), "oidc:release:7");
+
+        // Whatever a token carries, the facts are what a mirror accepts.
+        let odd = oidc_facts(
+            "https://gitlab.com",
+            &claims(
+                json!({"ref": format!("v1\u{202e}\u{1b}{}", "é".repeat(400)), "run_id": "\u{202e}9"}),
+            ),
+        );
+        assert!(check_facts(&odd).is_ok());
+        assert!(odd.git_ref.as_ref().unwrap().len() <= MAX_CLAIM_VALUE);
+        assert!(odd.git_ref.as_ref().unwrap().starts_with("v1é"));
+        assert_eq!(exchanged_key_name("p", &odd), "oidc:p:9");
     }
 
     #[test]
