@@ -88,6 +88,40 @@ impl AuditLog {
         target: Target<'_>,
         detail: impl Into<String>,
     ) {
+        self.record_keyed(caller, action, outcome, target, detail.into(), None)
+            .await;
+    }
+
+    /// Like [`Self::record`], at most once per `once_key`: a refusal anyone can repeat at will
+    /// (the same OIDC token sent again) is one entry, not a flood.
+    pub async fn record_once(
+        &self,
+        caller: &Caller,
+        action: &str,
+        outcome: Outcome,
+        detail: String,
+        once_key: String,
+    ) {
+        self.record_keyed(
+            caller,
+            action,
+            outcome,
+            Target::default(),
+            detail,
+            Some(once_key),
+        )
+        .await;
+    }
+
+    async fn record_keyed(
+        &self,
+        caller: &Caller,
+        action: &str,
+        outcome: Outcome,
+        target: Target<'_>,
+        detail: String,
+        once_key: Option<String>,
+    ) {
         let record = AuditRecord {
             at: self.clock.now(),
             action: action.to_owned(),
@@ -96,9 +130,9 @@ impl AuditLog {
             key_name: caller.key().map(|k| k.name.clone()),
             artefact_id: target.artefact_id.map(str::to_owned),
             architecture: target.architecture.map(str::to_owned),
-            detail: Some(bounded_detail(detail.into())).filter(|d: &String| !d.is_empty()),
+            detail: Some(bounded_detail(detail)).filter(|d: &String| !d.is_empty()),
             remote_addr: caller.remote_addr.clone(),
-            once_key: None,
+            once_key,
         };
         if let Err(error) = self.store.append_audit(record).await {
             tracing::error!(%error, action, "could not write the audit log");

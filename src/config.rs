@@ -163,6 +163,9 @@ struct FileConfig {
     oidc_insecure_issuer: Option<String>,
 }
 
+/// The registry's name unless `--registry-name` says otherwise.
+pub const DEFAULT_REGISTRY_NAME: &str = "reliquary";
+
 /// The resolved configuration of a registry.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -214,7 +217,7 @@ impl Config {
             database: None,
             storage: None,
             s3_endpoint: None,
-            registry_name: "reliquary".into(),
+            registry_name: DEFAULT_REGISTRY_NAME.into(),
             signing_keys: Vec::new(),
             admin_token: None,
             anonymous_read: AnonymousRead::Releases,

@@ -32,8 +32,12 @@ const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 /// Keys are refetched after this long even when every `kid` is known (a provider may
 /// withdraw a key).
 const KEYS_MAX_AGE_MILLIS: i64 = 3600 * 1000;
-/// An unknown `kid` refetches the keys, at most this often per issuer.
+/// An issuer's keys are fetched at most this often, whatever happened last time (an unknown
+/// `kid`, a stale set, a failed fetch), so no stream of tokens can make the registry hammer it.
 const REFETCH_COOLDOWN_MILLIS: i64 = 60 * 1000;
+/// A `jti` is remembered this long after the last moment any replica could accept its token,
+/// so that clock skew between replicas cannot open a window for a replay.
+const REPLAY_MEMORY_SECONDS: i64 = 300;
 
 /// What a verified token says.
 #[derive(Clone, Debug)]
@@ -75,14 +79,17 @@ struct CachedKeys {
 struct IssuerCache {
     keys: Option<CachedKeys>,
     last_fetch: Option<i64>,
+    /// Why the last fetch failed, answered while the cooldown lasts.
+    last_error: Option<String>,
 }
 
 pub struct OidcVerifier {
     http: reqwest::Client,
     /// The one `http://` issuer allowed (`--oidc-insecure-issuer`, loopback, for tests).
     insecure_issuer: Option<String>,
-    /// Per issuer; held across a fetch so that a burst of exchanges fetches once.
-    cache: tokio::sync::Mutex<HashMap<String, IssuerCache>>,
+    /// One entry per issuer, each with its own lock: held across that issuer's fetch so that a
+    /// burst of exchanges fetches once, without making other issuers' exchanges wait.
+    cache: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<IssuerCache>>>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -173,7 +180,7 @@ impl OidcVerifier {
                 _ => invalid(format!("its signature could not be checked ({e})")),
             })?
             .claims;
-        self.check_times(&claims)?;
+        let exp = self.check_times(&claims)?;
         let audiences = match claims.get("aud") {
             Some(Value::String(aud)) => vec![aud.clone()],
             Some(Value::Array(list)) => list
@@ -190,29 +197,30 @@ impl OidcVerifier {
                 ))
             }
         };
-        let exp = seconds(&claims, "exp").unwrap_or_default();
+        let forget_after = exp + LEEWAY_SECONDS + REPLAY_MEMORY_SECONDS;
         Ok(VerifiedToken {
             issuer,
             audiences,
             jti,
-            replayable_until: Timestamp::from_millis((exp + LEEWAY_SECONDS) * 1000),
+            replayable_until: Timestamp::from_millis(forget_after * 1000),
             claims,
         })
     }
 
-    fn check_times(&self, claims: &Map<String, Value>) -> Result<(), Error> {
+    /// Checks `exp`, `nbf` and `iat` on the registry's clock; returns `exp`.
+    fn check_times(&self, claims: &Map<String, Value>) -> Result<i64, Error> {
         let now = self.clock.now().millis() / 1000;
         let at = |secs: i64| Timestamp::from_millis(secs.saturating_mul(1000)).to_string();
-        let exp = seconds(claims, "exp").ok_or_else(|| invalid("it has no expiry (`exp`)"))?;
-        if now > exp + LEEWAY_SECONDS {
+        let exp = seconds(claims, "exp")?.ok_or_else(|| invalid("it has no expiry (`exp`)"))?;
+        if now > exp.saturating_add(LEEWAY_SECONDS) {
             return Err(invalid(format!("it expired at {} (`exp`)", at(exp))));
         }
-        if exp - now > MAX_REMAINING_SECONDS {
+        if exp.saturating_sub(now) > MAX_REMAINING_SECONDS {
             return Err(invalid(
                 "it is valid for more than 24 hours (`exp`); CI tokens live minutes",
             ));
         }
-        if let Some(nbf) = seconds(claims, "nbf") {
+        if let Some(nbf) = seconds(claims, "nbf")? {
             if nbf > now + LEEWAY_SECONDS {
                 return Err(invalid(format!(
                     "it is not valid before {} (`nbf`)",
@@ -220,7 +228,7 @@ impl OidcVerifier {
                 )));
             }
         }
-        if let Some(iat) = seconds(claims, "iat") {
+        if let Some(iat) = seconds(claims, "iat")? {
             if iat > now + LEEWAY_SECONDS {
                 return Err(invalid(format!(
                     "it was issued in the future, at {} (`iat`)",
@@ -228,28 +236,31 @@ impl OidcVerifier {
                 )));
             }
         }
-        Ok(())
+        Ok(exp)
     }
 
-    /// The issuer's key `kid`: from the cache, or fetched when unknown (at most once a minute)
-    /// or when the cached set is older than an hour.
+    /// The issuer's key `kid`: from the cache, or fetched when unknown or when the cached set
+    /// is older than an hour — at most once a minute either way.
     async fn key(&self, issuer: &str, kid: &str) -> Result<Jwk, Error> {
+        let entry = {
+            let mut issuers = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            issuers.entry(issuer.to_owned()).or_default().clone()
+        };
+        let mut entry = entry.lock().await;
         let now = self.clock.now().millis();
-        let mut cache = self.cache.lock().await;
-        let entry = cache.entry(issuer.to_owned()).or_default();
         let fresh = entry
             .keys
             .as_ref()
             .is_some_and(|c| now - c.fetched_at < KEYS_MAX_AGE_MILLIS);
-        if fresh {
-            if let Some(jwk) = entry.keys.as_ref().and_then(|c| c.keys.find(kid)) {
-                return Ok(jwk.clone());
-            }
+        let known =
+            |entry: &IssuerCache| entry.keys.as_ref().and_then(|c| c.keys.find(kid)).cloned();
+        if let Some(jwk) = known(&entry).filter(|_| fresh) {
+            return Ok(jwk);
         }
         let cooling = entry
             .last_fetch
             .is_some_and(|at| now - at < REFETCH_COOLDOWN_MILLIS);
-        if !(fresh && cooling) {
+        if !cooling {
             entry.last_fetch = Some(now);
             match self.fetch_keys(issuer).await {
                 Ok(keys) => {
@@ -257,38 +268,38 @@ impl OidcVerifier {
                         keys,
                         fetched_at: now,
                     });
+                    entry.last_error = None;
                 }
-                // A failed refresh keeps serving the keys we have.
-                Err(error) if entry.keys.is_none() => return Err(error),
-                Err(error) => tracing::warn!(%issuer, %error, "could not refresh OIDC keys"),
+                Err(why) => {
+                    tracing::warn!(%issuer, error = %why, "could not fetch the OIDC issuer's keys");
+                    entry.last_error = Some(why);
+                }
             }
         }
-        entry
-            .keys
-            .as_ref()
-            .and_then(|c| c.keys.find(kid))
-            .cloned()
-            .ok_or_else(|| {
-                invalid(format!(
-                    "key `{}` is not among the signing keys of `{issuer}`",
-                    kid.escape_debug()
-                ))
-            })
+        // A failed refresh keeps serving the keys we have.
+        if let Some(jwk) = known(&entry) {
+            return Ok(jwk);
+        }
+        match (&entry.keys, &entry.last_error) {
+            (None, Some(why)) => Err(issuer_unavailable(issuer, why)),
+            _ => Err(invalid(format!(
+                "key `{}` is not among the signing keys of `{issuer}`",
+                kid.escape_debug()
+            ))),
+        }
     }
 
-    async fn fetch_keys(&self, issuer: &str) -> Result<JwkSet, Error> {
+    /// Discovery, then the key set it names; the error says what failed, for the 503.
+    async fn fetch_keys(&self, issuer: &str) -> Result<JwkSet, String> {
         let discovery_url = format!(
             "{}/.well-known/openid-configuration",
             issuer.trim_end_matches('/')
         );
         let discovery: Discovery = self.fetch_json(issuer, &discovery_url).await?;
         if discovery.issuer != issuer {
-            return Err(issuer_unavailable(
-                issuer,
-                format!(
-                    "its discovery document names issuer `{}`",
-                    discovery.issuer.escape_debug()
-                ),
+            return Err(format!(
+                "its discovery document names issuer `{}`",
+                discovery.issuer.escape_debug()
             ));
         }
         self.fetch_json(issuer, &discovery.jwks_uri).await
@@ -299,55 +310,48 @@ impl OidcVerifier {
         &self,
         issuer: &str,
         url: &str,
-    ) -> Result<T, Error> {
-        let parsed = reqwest::Url::parse(url).map_err(|_| {
-            issuer_unavailable(issuer, format!("`{}` is not a URL", url.escape_debug()))
-        })?;
+    ) -> Result<T, String> {
+        let shown = url.escape_debug();
+        let parsed = reqwest::Url::parse(url).map_err(|_| format!("`{shown}` is not a URL"))?;
         let allowed = parsed.scheme() == "https"
             || (self.insecure_issuer.as_deref() == Some(issuer)
                 && reqwest::Url::parse(issuer).is_ok_and(|i| i.origin() == parsed.origin()));
         if !allowed {
-            return Err(issuer_unavailable(
-                issuer,
-                format!("`{}` is not an https:// URL", url.escape_debug()),
-            ));
+            return Err(format!("`{shown}` is not an https:// URL"));
         }
         let mut response = self
             .http
             .get(parsed)
             .send()
             .await
-            .map_err(|e| issuer_unavailable(issuer, e))?;
+            .map_err(|e| format!("{shown}: {e}"))?;
         if !response.status().is_success() {
-            return Err(issuer_unavailable(
-                issuer,
-                format!("{url} answered {}", response.status()),
-            ));
+            return Err(format!("{shown} answered {}", response.status()));
         }
         let mut body = Vec::new();
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| issuer_unavailable(issuer, e))?
+            .map_err(|e| format!("{shown}: {e}"))?
         {
             if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-                return Err(issuer_unavailable(
-                    issuer,
-                    format!("{url} sent more than {MAX_DOCUMENT_BYTES} bytes"),
-                ));
+                return Err(format!("{shown} sent more than {MAX_DOCUMENT_BYTES} bytes"));
             }
             body.extend_from_slice(&chunk);
         }
-        serde_json::from_slice(&body).map_err(|e| {
-            issuer_unavailable(issuer, format!("{url} is not the expected JSON ({e})"))
-        })
+        serde_json::from_slice(&body).map_err(|e| format!("{shown} is not the expected JSON ({e})"))
     }
 }
 
-/// A NumericDate claim (seconds since the epoch; fractions are cut).
-fn seconds(claims: &Map<String, Value>, name: &str) -> Option<i64> {
-    let value = claims.get(name)?;
+/// A NumericDate claim (seconds since the epoch; fractions are cut): `None` when absent, an
+/// error when present but not a number.
+fn seconds(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, Error> {
+    let Some(value) = claims.get(name) else {
+        return Ok(None);
+    };
     value
         .as_i64()
         .or_else(|| value.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+        .map(Some)
+        .ok_or_else(|| invalid(format!("`{name}` is not a number of seconds")))
 }

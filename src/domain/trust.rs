@@ -15,18 +15,17 @@ const MAX_CLAIM_NAME: usize = 64;
 const MAX_CLAIM_VALUE: usize = 256;
 const MAX_URL: usize = 512;
 
-/// Claims that say which repository or project a run belongs to. A publisher pins at least one
-/// of them exactly, so that no pattern can ever admit another repository's runs.
+/// Claims that name one repository (GitHub) or project (GitLab). A publisher pins at least one
+/// of them exactly, so that no pattern can ever admit another repository's runs. (An owner or
+/// group claim alone would admit all of its repositories; `sub` names one repository in the
+/// providers' default format, which is why it counts, and why customising it is on the
+/// operator.)
 pub const IDENTITY_CLAIMS: &[&str] = &[
-    "sub",
     "repository",
     "repository_id",
-    "repository_owner",
-    "repository_owner_id",
     "project_path",
     "project_id",
-    "namespace_path",
-    "namespace_id",
+    "sub",
 ];
 
 /// Checks a `PUT /trusted-publishers/{name}` request; each problem is one sentence.
@@ -150,64 +149,69 @@ pub fn claim_text(claims: &Map<String, Value>, name: &str) -> Option<String> {
     }
 }
 
-/// Why a token's claims matched no publisher: the publisher that came closest (most claims
-/// matched) and its first claim that did not.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Mismatch {
-    pub publisher: String,
-    pub claim: String,
-    pub expected: String,
-    /// `None`: the token does not carry the claim (or not as text).
-    pub actual: Option<String>,
-}
-
-impl Mismatch {
-    pub fn sentence(&self) -> String {
-        let actual = match &self.actual {
-            Some(value) => format!("the token has `{}`", shown(value)),
-            None => "the token does not carry it".into(),
-        };
-        format!(
-            "No trusted publisher matches this token. Closest: `{}`, whose claim `{}` must match `{}`; {actual}.",
-            self.publisher,
-            shown(&self.claim),
-            shown(&self.expected)
-        )
-    }
-}
-
 /// The publisher among `candidates` (same issuer and audience) whose every claim pattern
-/// matches; the first by name when several do.
+/// matches; the first by name when several do. When none does, the sentence for the refusal:
+/// among the publishers that trust this token's repository (their pinned identity claims
+/// match), the one that came closest and its first claim that did not. A publisher of some
+/// other repository is never described, so a token from anywhere cannot read the
+/// configuration.
 pub fn match_publisher<'a>(
     candidates: &'a [&'a TrustedPublisher],
     claims: &Map<String, Value>,
-) -> Result<&'a TrustedPublisher, Option<Mismatch>> {
-    let mut closest: Option<(usize, Mismatch)> = None;
+) -> Result<&'a TrustedPublisher, String> {
+    let matches = |claim: &str, pattern: &str| {
+        claim_text(claims, claim).is_some_and(|value| star_match(pattern, &value))
+    };
+    let mut closest: Option<(usize, &TrustedPublisher, &str, &str)> = None;
     for publisher in candidates {
-        let mut matched = 0;
-        let mut first_miss = None;
-        for (claim, pattern) in &publisher.claims {
-            let actual = claim_text(claims, claim);
-            if actual.as_deref().is_some_and(|v| star_match(pattern, v)) {
-                matched += 1;
-            } else if first_miss.is_none() {
-                first_miss = Some(Mismatch {
-                    publisher: publisher.name.clone(),
-                    claim: claim.clone(),
-                    expected: pattern.clone(),
-                    actual,
-                });
-            }
-        }
-        match first_miss {
-            None => return Ok(publisher),
-            Some(miss) if closest.as_ref().is_none_or(|(best, _)| matched > *best) => {
-                closest = Some((matched, miss));
-            }
-            Some(_) => {}
+        let trusts_repository = publisher
+            .claims
+            .iter()
+            .filter(|(claim, _)| IDENTITY_CLAIMS.contains(&claim.as_str()))
+            .all(|(claim, pattern)| matches(claim, pattern));
+        let misses: Vec<(&String, &String)> = publisher
+            .claims
+            .iter()
+            .filter(|(claim, pattern)| !matches(claim, pattern))
+            .collect();
+        let Some((claim, pattern)) = misses.first() else {
+            return Ok(publisher);
+        };
+        let matched = publisher.claims.len() - misses.len();
+        if trusts_repository && closest.is_none_or(|(best, ..)| matched > best) {
+            closest = Some((matched, publisher, claim.as_str(), pattern.as_str()));
         }
     }
-    Err(closest.map(|(_, miss)| miss))
+    Err(match closest {
+        Some((_, publisher, claim, pattern)) => {
+            let actual = match claim_text(claims, claim) {
+                Some(value) => format!("the token has `{}`", shown(&value)),
+                None => "the token does not carry it".into(),
+            };
+            format!(
+                "No trusted publisher matches this token. Closest: `{}`, whose claim `{}` must match `{}`; {actual}.",
+                publisher.name,
+                shown(claim),
+                shown(pattern)
+            )
+        }
+        None => {
+            let identity: Vec<String> = IDENTITY_CLAIMS
+                .iter()
+                .filter_map(|claim| {
+                    claim_text(claims, claim).map(|v| format!("`{claim}` `{}`", shown(&v)))
+                })
+                .collect();
+            format!(
+                "No trusted publisher trusts the repository of this token ({}).",
+                if identity.is_empty() {
+                    "it carries none of the identity claims".to_owned()
+                } else {
+                    identity.join(", ")
+                }
+            )
+        }
+    })
 }
 
 /// The facts a slot records about the run behind its key, from GitHub's or GitLab's claims.
@@ -334,12 +338,11 @@ mod tests {
         assert_eq!(match_publisher(&list, &tag).unwrap().name, "release");
 
         let branch = claims(json!({"repository": "acme/plugin", "ref": "refs/heads/main"}));
-        let miss = match_publisher(&list, &branch).unwrap_err().unwrap();
-        assert_eq!(miss.claim, "ref");
-        assert_eq!(miss.actual.as_deref(), Some("refs/heads/main"));
-        assert!(miss
-            .sentence()
-            .contains("`ref` must match `refs/tags/v1.*`"));
+        let miss = match_publisher(&list, &branch).unwrap_err();
+        assert!(
+            miss.contains("`release`, whose claim `ref` must match `refs/tags/v1.*`; the token has `refs/heads/main`"),
+            "{miss}"
+        );
 
         // `*` never crosses a `/`: a tag pattern does not admit a path-shaped ref under it.
         let nested = claims(json!({"repository": "acme/plugin", "ref": "refs/tags/v1.x/evil"}));
@@ -355,11 +358,18 @@ mod tests {
         );
         let list = [&a, &b];
         let token = claims(json!({"repository": "acme/plugin", "ref": "refs/tags/v1"}));
-        let miss = match_publisher(&list, &token).unwrap_err().unwrap();
-        assert_eq!(miss.publisher, "b");
-        assert_eq!(miss.claim, "environment");
-        assert_eq!(miss.actual, None);
-        assert!(miss.sentence().contains("does not carry it"));
+        let miss = match_publisher(&list, &token).unwrap_err();
+        assert!(
+            miss.contains("Closest: `b`, whose claim `environment` must match `prod`; the token does not carry it"),
+            "{miss}"
+        );
+        // A publisher of another repository is never described to the token's holder.
+        let other = claims(json!({"repository": "mallory/plugin", "ref": "refs/tags/v1"}));
+        let miss = match_publisher(&list, &other).unwrap_err();
+        assert_eq!(
+            miss,
+            "No trusted publisher trusts the repository of this token (`repository` `mallory/plugin`)."
+        );
     }
 
     #[test]
@@ -389,6 +399,14 @@ mod tests {
         assert!(
             validate_publisher("ok", &request(&[("repository", "acme/plugin")]), None).is_empty()
         );
+        // An owner or a group alone admits all of its repositories.
+        for claim in ["repository_owner", "namespace_path"] {
+            let problems = validate_publisher("p", &request(&[(claim, "acme")]), None);
+            assert!(
+                problems.iter().any(|p| p.contains("must pin one of")),
+                "{claim}"
+            );
+        }
         let problems = validate_publisher("p", &request(&[("ref", "refs/tags/*")]), None);
         assert!(
             problems.iter().any(|p| p.contains("must pin one of")),

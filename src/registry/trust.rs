@@ -9,6 +9,7 @@ use reliquary_client::types::{
 use super::Registry;
 use crate::audit::{Outcome, Target};
 use crate::auth::Caller;
+use crate::config::DEFAULT_REGISTRY_NAME;
 use crate::domain::trust::{exchanged_key_name, match_publisher, oidc_facts, validate_publisher};
 use crate::error::{Error, Result};
 use crate::oidc::invalid;
@@ -25,7 +26,13 @@ impl Registry {
     ) -> Result<(TrustedPublisher, bool)> {
         let result = async {
             caller.require_admin()?;
-            let problems = validate_publisher(name, &request, self.oidc_insecure_issuer.as_deref());
+            let mut problems =
+                validate_publisher(name, &request, self.oidc_insecure_issuer.as_deref());
+            if request.audience.is_none() && self.registry_name == DEFAULT_REGISTRY_NAME {
+                problems.push(format!(
+                    "give an `audience`, or name this registry (--registry-name): a token for the default audience `{DEFAULT_REGISTRY_NAME}` would be accepted by every registry left at the default name"
+                ));
+            }
             if !problems.is_empty() {
                 return Err(Error::bad_request(
                     "invalid_publisher",
@@ -118,7 +125,8 @@ impl Registry {
     /// `POST /oidc/token`: verifies the CI's token, finds the publisher it matches, and issues
     /// a publish key with that publisher's scopes that expires after `--oidc-token-ttl`.
     pub async fn exchange_oidc_token(&self, caller: &Caller, token: &str) -> Result<OidcIssued> {
-        let result = self.exchange(token).await;
+        let mut token_id = None;
+        let result = self.exchange(token, &mut token_id).await;
         match &result {
             Ok((issued, key, detail)) => {
                 let actor = Caller {
@@ -136,16 +144,16 @@ impl Registry {
                     )
                     .await;
             }
+            // A refusal by a publisher's rules is recorded once per token: whoever holds one
+            // may send it again and again. (Tokens that fail verification are not recorded,
+            // like unknown API tokens: anyone can make those.)
             Err(error) => {
-                if let Some(outcome) = crate::audit::Outcome::of_error(error) {
+                if let (Some(outcome), Some(token_id)) =
+                    (crate::audit::Outcome::of_error(error), token_id)
+                {
+                    let once = format!("oidc.exchange:{}:{token_id}", error.code);
                     self.audit
-                        .record(
-                            caller,
-                            "oidc.exchange",
-                            outcome,
-                            Target::default(),
-                            error.to_string(),
-                        )
+                        .record_once(caller, "oidc.exchange", outcome, error.to_string(), once)
                         .await;
                 }
             }
@@ -153,12 +161,19 @@ impl Registry {
         result.map(|(issued, _, _)| issued)
     }
 
-    async fn exchange(&self, token: &str) -> Result<(OidcIssued, ApiKey, String)> {
+    /// The exchange; `token_id` is set (issuer and `jti`) once the token is verified.
+    async fn exchange(
+        &self,
+        token: &str,
+        token_id: &mut Option<String>,
+    ) -> Result<(OidcIssued, ApiKey, String)> {
         let publishers = self.store.list_publishers().await?;
         let mut issuers: Vec<&str> = publishers.iter().map(|p| p.issuer.as_str()).collect();
         issuers.sort_unstable();
         issuers.dedup();
         let verified = self.oidc.verify(token, &issuers).await?;
+        let verified_id = format!("{}#{}", verified.issuer, verified.jti);
+        *token_id = Some(verified_id.clone());
 
         let of_issuer: Vec<&TrustedPublisher> = publishers
             .iter()
@@ -180,19 +195,13 @@ impl Registry {
                 expected.join("` or `")
             )));
         }
-        let publisher = match_publisher(&candidates, &verified.claims).map_err(|miss| {
-            let message = miss.map_or_else(
-                || "No trusted publisher matches this token.".to_owned(),
-                |m| m.sentence(),
-            );
-            Error::new(StatusCode::FORBIDDEN, "oidc_no_publisher", message)
-        })?;
+        let publisher = match_publisher(&candidates, &verified.claims)
+            .map_err(|why| Error::new(StatusCode::FORBIDDEN, "oidc_no_publisher", why))?;
 
         let now = self.clock.now();
-        let token_id = format!("{}#{}", verified.issuer, verified.jti);
         if !self
             .store
-            .claim_token_id(&token_id, verified.replayable_until, now)
+            .claim_token_id(&verified_id, verified.replayable_until, now)
             .await?
         {
             return Err(Error::conflict(

@@ -22,6 +22,9 @@ pub const REQUEST_TOKEN: &str = "actions-request-token";
 
 pub const REPOSITORY: &str = "acme/acme-plugin";
 
+/// The audience the tokens carry: the name of the registries under test.
+pub const AUDIENCE: &str = "acme-registry";
+
 #[derive(Clone, Copy, Debug)]
 pub enum SigningKey {
     Rs256,
@@ -115,9 +118,9 @@ impl TestIssuer {
     }
 
     /// The claims of a GitHub Actions release job of [`REPOSITORY`] at tag `v1.4.0`, for
-    /// audience `reliquary`, valid for five minutes from now.
+    /// [`AUDIENCE`], valid for five minutes from now.
     pub fn claims(&self) -> Map<String, Value> {
-        github_claims(&self.url, "reliquary")
+        github_claims(&self.url, AUDIENCE)
     }
 
     pub fn mint(&self, claims: &Map<String, Value>, key: SigningKey) -> String {

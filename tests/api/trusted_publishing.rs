@@ -9,11 +9,18 @@ use serde_json::{json, Value};
 use crate::common::*;
 use crate::federation_trust::audit;
 use crate::lifecycle::upload_as;
-use crate::oidc_issuer::{now_seconds, SigningKey, TestIssuer, REPOSITORY, REQUEST_TOKEN};
+use crate::oidc_issuer::{
+    now_seconds, SigningKey, TestIssuer, AUDIENCE, REPOSITORY, REQUEST_TOKEN,
+};
 
+/// A registry named [`AUDIENCE`] that accepts the test issuer.
 async fn server_for(issuer: &TestIssuer) -> TestServer {
     let url = issuer.url.clone();
-    TestServer::start_with(move |c| c.oidc_insecure_issuer = Some(url)).await
+    TestServer::start_with(move |c| {
+        c.registry_name = AUDIENCE.into();
+        c.oidc_insecure_issuer = Some(url);
+    })
+    .await
 }
 
 /// The release publisher of the contract's example: tags `v1.*` of [`REPOSITORY`] may publish
@@ -56,7 +63,7 @@ async fn a_ci_run_publishes_a_per_arch_slot_with_no_stored_secret() {
     let server = server_for(&issuer).await;
     let publisher = put_release_publisher(&server, &issuer).await;
     assert_eq!(
-        publisher["audience"], "reliquary",
+        publisher["audience"], AUDIENCE,
         "default: the registry's name"
     );
 
@@ -183,7 +190,7 @@ async fn refusals_say_which_check_failed() {
             issuer.token_with(set("repository", json!("mallory/acme-plugin"))),
             403,
             "oidc_no_publisher",
-            "`acme-release`, whose claim `repository` must match `acme/acme-plugin`; the token has `mallory/acme-plugin`",
+            "No trusted publisher trusts the repository of this token (`repository` `mallory/acme-plugin`",
         ),
         (
             "a branch, not a tag",
@@ -269,6 +276,50 @@ async fn refusals_say_which_check_failed() {
             "oidc_invalid_token",
             "it is not a JWT",
         ),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64(&json!({"alg": "none", "kid": "rs-1"})),
+                b64(&Value::Object(issuer.claims()))
+            ),
+            401,
+            "oidc_invalid_token",
+            "it is not a JWT",
+        ),
+        (
+            "an ES256 signature under the kid of an RS256 key",
+            {
+                let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+                header.kid = Some("rs-1".into());
+                jsonwebtoken::encode(
+                    &header,
+                    &issuer.claims(),
+                    &jsonwebtoken::EncodingKey::from_ec_pem(include_bytes!(
+                        "../fixtures/oidc/issuer-es256.pem"
+                    ))
+                    .unwrap(),
+                )
+                .unwrap()
+            },
+            401,
+            "oidc_invalid_token",
+            "key `rs-1` of",
+        ),
+        (
+            "a non-numeric nbf",
+            issuer.token_with(set("nbf", json!("soon"))),
+            401,
+            "oidc_invalid_token",
+            "`nbf` is not a number",
+        ),
+        (
+            "over 16 KiB",
+            "e".repeat(17 * 1024),
+            401,
+            "oidc_invalid_token",
+            "longer than 16384 bytes",
+        ),
     ];
     for (case, token, status, code, message) in cases {
         let body = expect_error(exchange(&server, &token).await, status, code).await;
@@ -315,6 +366,58 @@ async fn refusals_say_which_check_failed() {
     let refusals = audit(&server, "oidc.exchange").await;
     assert_eq!(refusals.len(), 3, "{refusals:?}");
     assert!(refusals.iter().all(|e| e["outcome"] != "success"));
+    // The same refused token sent again is not a second entry: no one can flood the log.
+    let again = issuer.token_with(|_| {});
+    for _ in 0..3 {
+        expect_error(exchange(&server, &again).await, 403, "oidc_no_publisher").await;
+    }
+    assert_eq!(audit(&server, "oidc.exchange").await.len(), 4);
+
+    // An audience list that holds the registry's is accepted.
+    server
+        .admin_put("/trusted-publishers/acme-release")
+        .json(&json!({"issuer": issuer.url, "claims": {"repository": REPOSITORY}, "allowedIds": ["acme-plugin@1"]}))
+        .send()
+        .await
+        .unwrap();
+    let listed = issuer.token_with(set("aud", json!(["sigstore", AUDIENCE])));
+    assert_eq!(exchange(&server, &listed).await.status(), 201);
+}
+
+fn b64(value: &Value) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+}
+
+/// A registry left at the default name gets no publisher with the default audience: a token
+/// for `reliquary` would be good at every such registry.
+#[tokio::test]
+async fn the_default_audience_needs_a_named_registry() {
+    let server = TestServer::start().await;
+    let body = json!({"issuer": "https://token.actions.githubusercontent.com", "claims": {"repository": REPOSITORY}, "allowedIds": ["acme-plugin@1"]});
+    let refused = server
+        .admin_put("/trusted-publishers/p")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let error = expect_error(refused, 400, "invalid_publisher").await;
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("--registry-name"),
+        "{error}"
+    );
+    let mut named = body.clone();
+    named["audience"] = json!("reliquary.acme.example");
+    let accepted = server
+        .admin_put("/trusted-publishers/p")
+        .json(&named)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 201);
 }
 
 /// Two replicas on one store: a token accepted by one is refused by the other.
@@ -355,6 +458,7 @@ async fn exchanged_keys_expire_by_themselves() {
     let url = issuer.url.clone();
     let manual = clock.clone();
     let server = TestServer::start_with(move |c| {
+        c.registry_name = AUDIENCE.into();
         c.oidc_insecure_issuer = Some(url);
         c.oidc_token_ttl = Duration::from_secs(600);
         c.clock = manual;
@@ -415,6 +519,7 @@ async fn issuer_keys_are_cached_and_refetched_on_an_unknown_kid_once_a_minute() 
     let clock = reliquary::clock::ManualClock::starting_now();
     let (url, manual) = (issuer.url.clone(), clock.clone());
     let server = TestServer::start_with(move |c| {
+        c.registry_name = AUDIENCE.into();
         c.oidc_insecure_issuer = Some(url);
         c.clock = manual;
     })
@@ -545,7 +650,7 @@ async fn publishers_are_admin_only_validated_and_deleting_one_revokes_its_keys()
     let publisher = put_release_publisher(&server, &issuer).await;
     let replaced = put(
         "acme-release",
-        json!({"issuer": issuer.url, "audience": "reliquary", "claims": {"repository": REPOSITORY}, "allowedIds": ["acme-plugin@*"]}),
+        json!({"issuer": issuer.url, "audience": AUDIENCE, "claims": {"repository": REPOSITORY}, "allowedIds": ["acme-plugin@*"]}),
     )
     .await
     .unwrap();
@@ -698,7 +803,7 @@ async fn mirrors_keep_the_publishing_run() {
     let issuer = TestIssuer::start().await;
     let url = issuer.url.clone();
     let origin = TestServer::start_with(move |c| {
-        c.registry_name = "prod".into();
+        c.registry_name = AUDIENCE.into();
         c.oidc_insecure_issuer = Some(url);
     })
     .await;
@@ -706,7 +811,7 @@ async fn mirrors_keep_the_publishing_run() {
         .admin_put("/trusted-publishers/acme-release")
         .json(&json!({
             "issuer": issuer.url,
-            "audience": "reliquary",
+            "audience": AUDIENCE,
             "claims": {"repository": REPOSITORY},
             "allowedIds": ["acme-plugin@1"],
         }))
@@ -752,10 +857,15 @@ async fn a_misbehaving_issuer_is_refused_with_a_clear_error() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let discovery_url = url.clone();
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = fetches.clone();
     let app = axum::Router::new()
         .route(
             "/wrong/.well-known/openid-configuration",
-            get(|| async { axum::Json(json!({"issuer": "https://elsewhere.example", "jwks_uri": "https://elsewhere.example/jwks"})) }),
+            get(move || {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async { axum::Json(json!({"issuer": "https://elsewhere.example", "jwks_uri": "https://elsewhere.example/jwks"})) }
+            }),
         )
         .route(
             "/huge/.well-known/openid-configuration",
@@ -786,7 +896,7 @@ async fn a_misbehaving_issuer_is_refused_with_a_clear_error() {
             TestServer::start_with(move |c| c.oidc_insecure_issuer = Some(configured)).await;
         server
             .admin_put("/trusted-publishers/p")
-            .json(&json!({"issuer": bad_issuer, "claims": {"repository": REPOSITORY}, "allowedIds": ["acme-plugin@1"]}))
+            .json(&json!({"issuer": bad_issuer, "audience": AUDIENCE, "claims": {"repository": REPOSITORY}, "allowedIds": ["acme-plugin@1"]}))
             .send()
             .await
             .unwrap();
@@ -803,6 +913,17 @@ async fn a_misbehaving_issuer_is_refused_with_a_clear_error() {
             body["message"].as_str().unwrap().contains(message),
             "{path}: {body}"
         );
+        // A failed fetch is not retried within the minute, however many tokens arrive.
+        let token = issuer.token_with(|c| {
+            c.insert("iss".into(), json!(format!("{url}/{path}")));
+        });
+        expect_error(
+            exchange(&server, &token).await,
+            503,
+            "oidc_issuer_unavailable",
+        )
+        .await;
     }
+    assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
     task.abort();
 }

@@ -72,6 +72,7 @@ async fn the_ui_works_in_a_real_browser() {
         .admin_put("/trusted-publishers/acme-release")
         .json(&json!({
             "issuer": "https://token.actions.githubusercontent.com",
+            "audience": "reliquary.acme.example",
             "claims": {"repository": "acme/acme-plugin", "ref": "refs/tags/v1.*"},
             "allowedIds": ["acme-plugin@1"],
         }))
