@@ -716,7 +716,39 @@ async fn publishers_are_admin_only_validated_and_deleting_one_revokes_its_keys()
 async fn the_cli_publishes_with_github_actions_and_gitlab_tokens() {
     let issuer = TestIssuer::start().await;
     let server = server_for(&issuer).await;
-    put_release_publisher(&server, &issuer).await;
+    let admin = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_reliquary"))
+            .args(args)
+            .args(["--json", "--registry", &server.url, "--token", ADMIN_TOKEN])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()
+    };
+    // The admin declares the publisher with the CLI.
+    let put = admin(&[
+        "trusted-publishers",
+        "put",
+        "acme-release",
+        "--issuer",
+        &issuer.url,
+        "--claim",
+        &format!("repository={REPOSITORY}"),
+        "--claim",
+        "ref=refs/tags/v1.*",
+        "--allowed-id",
+        "acme-plugin@1",
+        "--allowed-kind",
+        "release",
+    ]);
+    assert_eq!(put["claims"]["ref"], "refs/tags/v1.*");
+    let listed = admin(&["trusted-publishers", "list"]);
+    assert_eq!(listed[0]["name"], "acme-release");
+    assert_eq!(listed[0]["audience"], AUDIENCE);
     let dir = tempfile::tempdir().unwrap();
     let tarball = dir.path().join("acme-plugin-1.4.0.tgz");
     std::fs::write(&tarball, npm_tarball("acme-plugin", "1.4.0")).unwrap();
