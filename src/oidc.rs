@@ -243,7 +243,10 @@ impl OidcVerifier {
     /// is older than an hour — at most once a minute either way.
     async fn key(&self, issuer: &str, kid: &str) -> Result<Jwk, Error> {
         let entry = {
-            let mut issuers = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut issuers = self
+                .cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             issuers.entry(issuer.to_owned()).or_default().clone()
         };
         let mut entry = entry.lock().await;
