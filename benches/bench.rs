@@ -443,4 +443,7 @@ async fn main() {
     if only.is_empty() || only.contains("upkeep") {
         parts::upkeep::upkeep_pass().await;
     }
+    if only.is_empty() || only.contains("oidc") {
+        parts::oidc::exchange().await;
+    }
 }

@@ -2,5 +2,6 @@
 
 pub mod mongo_plans;
 pub mod node_client;
+pub mod oidc;
 pub mod scale_out;
 pub mod upkeep;
