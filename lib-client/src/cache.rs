@@ -152,6 +152,13 @@ fn sweep_temporaries(entry: &Path) {
 impl Client {
     fn cache_entry(&self, id: &str) -> Result<PathBuf> {
         let root = self.cache_dir.as_ref().ok_or(Error::NoCacheDir)?;
+        // An id is part of a path here: one the registry would refuse (`..`) never becomes one.
+        crate::types::validate_id(id).map_err(|why| {
+            Error::Cache(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("`{}` is not an artefact id: {why}", id.escape_debug()),
+            ))
+        })?;
         Ok(root.join(encode_id(id)))
     }
 

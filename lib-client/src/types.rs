@@ -637,3 +637,39 @@ pub struct AuditPage {
     pub items: Vec<AuditEntry>,
     pub next_cursor: Option<String>,
 }
+
+/// The longest artefact id accepted (npm's package-name limit).
+pub const MAX_ID_LEN: usize = 214;
+
+/// Checks an artefact id against `api.md`; the error is a sentence naming what is wrong. The
+/// server refuses such ids, and the client never makes a cache path of one.
+pub fn validate_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(format!("an id has 1 to {MAX_ID_LEN} characters"));
+    }
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-' | '.' | '_' | '~' | '@' | '/'))
+    {
+        return Err(format!(
+            "`{bad}` is not allowed in an id (use lowercase a-z, 0-9 and - . _ ~ @ /)"
+        ));
+    }
+    if id.starts_with('.') || id.starts_with('_') {
+        return Err("an id may not start with `.` or `_`".into());
+    }
+    let segments: Vec<&str> = id.split('/').collect();
+    match segments.as_slice() {
+        [_] => {}
+        [scope, name] => {
+            if !scope.starts_with('@') || scope.len() < 2 || name.is_empty() {
+                return Err("a `/` in an id must follow a leading `@scope`".into());
+            }
+        }
+        _ => return Err("an id has at most one `/`".into()),
+    }
+    if segments.iter().any(|s| *s == "." || *s == "..") {
+        return Err("an id may not have a `.` or `..` segment".into());
+    }
+    Ok(())
+}

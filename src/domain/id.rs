@@ -3,8 +3,7 @@
 //! The character set and the segment rules guarantee an id can never name anything outside the
 //! store: ids are only ever used as database keys and never as paths, but they are safe as both.
 
-/// The longest id accepted (npm's package-name limit).
-pub const MAX_ID_LEN: usize = 214;
+pub use reliquary_client::types::MAX_ID_LEN;
 
 /// Patterns a key may carry in `allowedIds`.
 pub const MAX_ID_PATTERNS: usize = 32;
@@ -46,37 +45,7 @@ pub fn validate_id_pattern(pattern: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks an id against `api.md`; the error is a sentence naming what is wrong.
-pub fn validate_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > MAX_ID_LEN {
-        return Err(format!("an id has 1 to {MAX_ID_LEN} characters"));
-    }
-    if let Some(bad) = id
-        .chars()
-        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-' | '.' | '_' | '~' | '@' | '/'))
-    {
-        return Err(format!(
-            "`{bad}` is not allowed in an id (use lowercase a-z, 0-9 and - . _ ~ @ /)"
-        ));
-    }
-    if id.starts_with('.') || id.starts_with('_') {
-        return Err("an id may not start with `.` or `_`".into());
-    }
-    let segments: Vec<&str> = id.split('/').collect();
-    match segments.as_slice() {
-        [_] => {}
-        [scope, name] => {
-            if !scope.starts_with('@') || scope.len() < 2 || name.is_empty() {
-                return Err("a `/` in an id must follow a leading `@scope`".into());
-            }
-        }
-        _ => return Err("an id has at most one `/`".into()),
-    }
-    if segments.iter().any(|s| *s == "." || *s == "..") {
-        return Err("an id may not have a `.` or `..` segment".into());
-    }
-    Ok(())
-}
+pub use reliquary_client::types::validate_id;
 
 #[cfg(test)]
 mod tests {

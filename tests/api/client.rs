@@ -389,3 +389,35 @@ fn tarball_bad_manifest() -> Vec<u8> {
         br#"{"name": "acme", "version": "not-semver"}"#,
     )])
 }
+
+/// An id is part of a cache path: one the registry would refuse never becomes one, whatever
+/// the registry (or a typo) says.
+#[tokio::test]
+async fn ids_the_registry_would_refuse_never_become_cache_paths() {
+    let server = TestServer::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let cache = root.path().join("cache");
+    let client = Client::builder(&server.url)
+        .token(ADMIN_TOKEN)
+        .cache_dir(&cache)
+        .build()
+        .unwrap();
+    for id in [
+        "..",
+        ".",
+        "../escape@1",
+        "a/b/c",
+        "@scope/..",
+        "UPPER@1",
+        "",
+    ] {
+        let error = client.ensure_artefact(id, "noarch").await.unwrap_err();
+        assert!(
+            matches!(&error, Error::Cache(e) if e.to_string().contains("is not an artefact id")),
+            "{id}: {error}"
+        );
+    }
+    assert!(!root.path().join(".lock").exists());
+    assert!(!root.path().join("escape@1").exists());
+    assert!(files_under(root.path()).is_empty());
+}
