@@ -17,7 +17,8 @@ export function checkEntryPath(path: string): string | undefined {
 
 /**
  * A symlink must be relative and resolve, from its own directory, inside the top-level
- * directory it lives in (e.g. `package/node_modules/.bin/x -> ../x/cli.js`).
+ * directory it lives in (e.g. `package/node_modules/.bin/x -> ../x/cli.js`), with every `..`
+ * before the first named component (`../../a/b`, never `d/l/../../x`).
  */
 export function checkSymlink(path: string, target: string): string | undefined {
   if (target === '') return 'symlink with an empty target';
@@ -27,12 +28,17 @@ export function checkSymlink(path: string, target: string): string | undefined {
   const resolved = path.split('/').filter((c) => c !== '' && c !== '.');
   resolved.pop();
   const floor = resolved.length > 0 ? 1 : 0;
+  // Only leading `..`s: a text check cannot know that a named directory is itself a symlink
+  // (`package/d/l -> ..`, then `package/e -> d/l/d/l/../../etc/passwd` climbs out).
+  let descended = false;
   for (const component of target.split('/')) {
     if (component === '' || component === '.') continue;
     if (component === '..') {
+      if (descended) return `symlink to \`${truncate(target, 200)}\` climbs (\`..\`) after naming a directory`;
       if (resolved.length <= floor) return `symlink to \`${truncate(target, 200)}\` escapes the package`;
       resolved.pop();
     } else {
+      descended = true;
       resolved.push(component);
     }
   }

@@ -7,10 +7,10 @@
  * caller removes the directory.
  */
 import { createReadStream } from 'node:fs';
-import { lstat, mkdir, open, stat, symlink } from 'node:fs/promises';
+import { lstat, mkdir, open, stat, symlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream';
-import { createGunzip } from 'node:zlib';
+import * as zlib from 'node:zlib';
 
 import { checkEntryPath, checkSymlink, normaliseForDuplicates } from './archive.js';
 import { errno } from './errors.js';
@@ -48,17 +48,136 @@ export async function extract(archive: string, dest: string, limits: ExtractLimi
   const compressed = (await stat(archive)).size;
   const cap = Math.max(limits.maxUnpackedBytes, compressed * limits.maxRatio);
   await mkdir(dest);
-  const inflated = pipeline(createReadStream(archive), createGunzip({ chunkSize: 256 * 1024 }), () => {});
+  let source: ReturnType<typeof createReadStream> | undefined;
   try {
+    const member = await gzipMember(archive, compressed);
+    source = createReadStream(archive, { start: member.headerLength });
+    const inflate = zlib.createInflateRaw({ chunkSize: 256 * 1024 });
+    pipeline(source, inflate, () => {});
+    let crc = 0;
+    let length = 0;
+    const inflated = (async function* () {
+      for await (const chunk of inflate as AsyncIterable<Buffer>) {
+        crc = crc32(chunk, crc);
+        length += chunk.length;
+        yield chunk;
+      }
+    })();
     await extractEntries(inflated, dest, limits, cap);
+    // The rest of the member (the tar's end blocks), within the cap, as lib-client reads it.
+    let rest = 0;
+    for await (const chunk of inflated) {
+      rest += chunk.length;
+      if (rest > cap) throw new UnsafeTarball(`the tarball unpacks to more than ${cap} bytes`);
+    }
+    await member.finish(inflate.bytesWritten, crc, length);
   } catch (e) {
     if (e instanceof UnsafeTarball) throw e;
     const code = errno(e);
     if (code && LOCAL_FAILURES.has(code)) throw e;
     throw new UnsafeTarball(`the tarball is unreadable: ${(e as Error)?.message ?? String(e)}`);
   } finally {
-    inflated.destroy();
+    source?.destroy();
   }
+}
+
+/**
+ * The one gzip member a tarball is, read as lib-client's `flate2::bufread::GzDecoder` reads
+ * it: the header checked here (magic, deflate, no reserved flag, the header CRC when there is
+ * one), the deflate stream inflated by the caller, then `finish` checks the trailer (CRC-32 and
+ * length) and that nothing but zero bytes follows. Node's gunzip would go on inflating a
+ * second member, which the Rust client never reads: two readers, two archives.
+ */
+async function gzipMember(
+  archive: string,
+  fileSize: number,
+): Promise<{ headerLength: number; finish(consumed: number, crc: number, length: number): Promise<void> }> {
+  const file = await open(archive, 'r');
+  try {
+    const at = async (position: number, length: number): Promise<Buffer> => {
+      const buffer = Buffer.alloc(length);
+      const { bytesRead } = await file.read(buffer, 0, length, position);
+      if (bytesRead !== length) throw new Error('the gzip header is truncated');
+      return buffer;
+    };
+    const fixed = await at(0, 10);
+    if (fixed[0] !== 0x1f || fixed[1] !== 0x8b || fixed[2] !== 8) throw new Error('not a gzip (deflate) stream');
+    const flags = fixed[3]!;
+    if (flags & 0xe0) throw new Error('the gzip header sets a reserved flag');
+    let position = 10;
+    if (flags & 0x04) {
+      const xlen = (await at(position, 2)).readUInt16LE(0);
+      position += 2 + xlen;
+    }
+    for (const bit of [0x08, 0x10]) {
+      if (!(flags & bit)) continue; // a NUL-terminated file name, then comment
+      for (;;) {
+        const chunk = Buffer.alloc(4096);
+        const { bytesRead } = await file.read(chunk, 0, chunk.length, position);
+        if (bytesRead === 0) throw new Error('the gzip header is truncated');
+        const nul = chunk.subarray(0, bytesRead).indexOf(0);
+        position += nul === -1 ? bytesRead : nul + 1;
+        if (nul !== -1) break;
+      }
+    }
+    if (flags & 0x02) {
+      const stored = (await at(position, 2)).readUInt16LE(0);
+      if ((crc32(await at(0, position), 0) & 0xffff) !== stored) throw new Error('the gzip header CRC does not match');
+      position += 2;
+    }
+    const headerLength = position;
+    return {
+      headerLength,
+      async finish(consumed: number, crc: number, length: number): Promise<void> {
+        const end = headerLength + consumed;
+        const reader = await open(archive, 'r');
+        try {
+          const trailer = Buffer.alloc(8);
+          const { bytesRead } = await reader.read(trailer, 0, 8, end);
+          if (bytesRead !== 8) throw new Error('the gzip trailer is truncated');
+          if (trailer.readUInt32LE(0) !== crc >>> 0 || trailer.readUInt32LE(4) !== length % 2 ** 32) {
+            throw new Error('the gzip CRC or length does not match');
+          }
+          await onlyZeros(reader, end + 8, fileSize);
+        } finally {
+          await reader.close();
+        }
+      },
+    };
+  } finally {
+    await file.close();
+  }
+}
+
+/** What follows the gzip member: zero padding at most (as lib-client allows), never data. */
+async function onlyZeros(file: FileHandle, from: number, to: number): Promise<void> {
+  const buffer = Buffer.alloc(64 * 1024);
+  for (let position = from; position < to; ) {
+    const { bytesRead } = await file.read(buffer, 0, Math.min(buffer.length, to - position), position);
+    if (bytesRead === 0) break;
+    if (buffer.subarray(0, bytesRead).some((b) => b !== 0)) {
+      throw new UnsafeTarball('data follows the end of the gzip stream (a second member?)');
+    }
+    position += bytesRead;
+  }
+}
+
+/** CRC-32 (IEEE), from zlib where Node has it (20.15, 22.2), else from a table. */
+const zlibCrc32 = (zlib as { crc32?: (data: Uint8Array, value?: number) => number }).crc32;
+let table: Int32Array | undefined;
+function crc32(data: Uint8Array, value: number): number {
+  if (zlibCrc32) return zlibCrc32(data, value);
+  if (!table) {
+    table = new Int32Array(256);
+    for (let n = 0; n < 256; n++) {
+      let c = n;
+      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+      table[n] = c;
+    }
+  }
+  let c = ~value;
+  for (let i = 0; i < data.length; i++) c = table[(c ^ data[i]!) & 0xff]! ^ (c >>> 8);
+  return ~c >>> 0;
 }
 
 async function extractEntries(

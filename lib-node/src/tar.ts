@@ -78,7 +78,18 @@ class Bytes {
   }
 }
 
-/** The entries of an uncompressed tar stream. Each body must be consumed before the next entry. */
+/**
+ * The entries of an uncompressed tar stream. Each body must be consumed before the next entry.
+ *
+ * Read exactly as lib-client's `tar` crate (0.4) reads it, so that the two clients never see
+ * different entries in the same bytes: a GNU long name or long link wins over a PAX `path` or
+ * `linkpath`, and the first PAX record of a key over later ones; `x`, `L` and `K` are
+ * extension headers only in a ustar or GNU header; a PAX `size` applies to the next member,
+ * never to an extension or `g` header. What the crate refuses, or could read otherwise, is
+ * refused: two extension headers of one kind for one member, an extension header that no
+ * member follows, a PAX number that is not plain digits, a repeated `path`, `linkpath` or
+ * `size` record.
+ */
 export async function* readTar(
   source: AsyncIterable<Uint8Array>,
 ): AsyncGenerator<{ entry: TarEntry; body: AsyncGenerator<Buffer> }> {
@@ -89,44 +100,91 @@ export async function* readTar(
   for (;;) {
     const header = await bytes.take(BLOCK);
     // The end: no more data, or a zero block (as the tar crate stops at one).
-    if (header.length === 0 || header.every((b) => b === 0)) return;
+    if (header.length === 0 || header.every((b) => b === 0)) {
+      if (pax || longName !== undefined || longLink !== undefined) {
+        throw new Error('an extension header describes a member, but no member follows');
+      }
+      return;
+    }
     if (header.length < BLOCK) throw new Error('the tarball ends inside a header');
     checkChecksum(header);
     const type = String.fromCharCode(header[156]!);
     const headerSize = number(header.subarray(124, 136), 'size');
     const padded = Math.ceil(headerSize / BLOCK) * BLOCK;
+    const recognized = isUstar(header) || isGnu(header);
 
-    if (type === 'x' || type === 'L' || type === 'K') {
+    if (recognized && (type === 'x' || type === 'L' || type === 'K')) {
+      if ((type === 'x' && pax) || (type === 'L' && longName !== undefined) || (type === 'K' && longLink !== undefined)) {
+        throw new Error(`two \`${type}\` extension headers describe the same member`);
+      }
       if (headerSize > MAX_META) throw new Error(`a ${type} header of ${headerSize} bytes`);
       const body = (await bytes.exactly(padded)).subarray(0, headerSize);
       if (type === 'x') pax = parsePax(body);
-      else if (type === 'L') longName = cString(body);
-      else longLink = cString(body);
+      else if (type === 'L') longName = longText(body);
+      else longLink = longText(body);
       continue;
     }
 
-    const paxSizeText = pax?.get('size');
-    const paxSize = paxSizeText === undefined ? undefined : Number(paxSizeText.trim());
-    if (paxSize !== undefined && !(Number.isSafeInteger(paxSize) && paxSize >= 0)) {
-      throw new Error(`PAX size \`${paxSizeText}\` is not a size`);
+    let size = headerSize;
+    let paxSize: number | undefined;
+    let own: Map<string, string> | undefined;
+    if (type === 'g') {
+      // A global header: its size is its header's (the crate applies no PAX size to it). The
+      // crate's size check reads the records before it, else its own body: so is it read here.
+      if (!pax) {
+        if (headerSize > MAX_META) throw new Error(`a g header of ${headerSize} bytes`);
+        own = parsePax((await bytes.exactly(padded)).subarray(0, headerSize));
+      }
+      paxSize = paxNumber((pax ?? own)!.get('size'));
+    } else {
+      paxSize = paxNumber(pax?.get('size'));
+      size = paxSize ?? headerSize;
     }
-    const size = paxSize ?? headerSize;
     const entry: TarEntry = {
-      path: pax?.get('path') ?? longName ?? headerPath(header),
+      path: longName ?? pax?.get('path') ?? headerPath(header),
       type,
-      linkpath: pax?.get('linkpath') ?? longLink ?? cString(header.subarray(157, 257)),
+      linkpath: longLink ?? pax?.get('linkpath') ?? cString(header.subarray(157, 257)),
       mode: modeOf(header),
       size,
       headerSize,
       paxSize,
     };
     pax = longName = longLink = undefined;
+    if (own) {
+      // The body is read already.
+      bytes.bodyLeft = 0;
+      yield { entry, body: bytes.body() };
+      continue;
+    }
     bytes.bodyLeft = size;
     yield { entry, body: bytes.body() };
     // Whatever the caller left unread, then the padding.
     for await (const _ of bytes.body()) void _;
     await bytes.exactly(Math.ceil(size / BLOCK) * BLOCK - size);
   }
+}
+
+/** A PAX number: plain decimal digits, nothing else (no sign, no spaces). */
+function paxNumber(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const value = Number(text);
+  if (!/^[0-9]+$/.test(text) || !Number.isSafeInteger(value)) {
+    throw new Error(`PAX size \`${text.slice(0, 40)}\` is not a size`);
+  }
+  return value;
+}
+
+/** A GNU long name or link: the body without one trailing NUL (as the crate reads it). */
+function longText(body: Buffer): string {
+  return (body[body.length - 1] === 0 ? body.subarray(0, -1) : body).toString('utf8');
+}
+
+function isUstar(header: Buffer): boolean {
+  return header.subarray(257, 265).toString('latin1') === 'ustar\u000000';
+}
+
+function isGnu(header: Buffer): boolean {
+  return header.subarray(257, 265).toString('latin1') === 'ustar  \u0000';
 }
 
 /** The permission bits, 0o644 when the field is unreadable (as lib-client reads it). */
@@ -144,7 +202,7 @@ function checkChecksum(header: Buffer): void {
   if (number(header.subarray(148, 156), 'checksum') !== sum) throw new Error('archive header checksum mismatch');
 }
 
-/** A numeric field: octal text (spaces and NULs around it), or GNU base-256 for large values. */
+/** A numeric field: octal text (whitespace around it, a NUL after it), or GNU base-256 for large values. */
 function number(field: Buffer, name: string): number {
   if (field[0]! & 0x80) {
     let value = 0;
@@ -153,9 +211,14 @@ function number(field: Buffer, name: string): number {
     if (!Number.isSafeInteger(value)) throw new Error(`the ${name} field is out of range`);
     return value;
   }
-  const text = field.toString('latin1').replace(/^[ \0]+|[ \0]+$/g, '');
-  if (text === '') return 0;
-  if (!/^[0-7]+$/.test(text)) throw new Error(`the ${name} field \`${text}\` is not octal`);
+  // As the crate: up to the first NUL, ASCII whitespace trimmed, then octal (an empty field is
+  // not a number).
+  const end = field.indexOf(0);
+  const text = field
+    .subarray(0, end === -1 ? field.length : end)
+    .toString('latin1')
+    .replace(/^[\t\n\v\f\r ]+|[\t\n\v\f\r ]+$/g, '');
+  if (!/^\+?[0-7]+$/.test(text)) throw new Error(`the ${name} field \`${text}\` is not octal`);
   return parseInt(text, 8);
 }
 
@@ -168,28 +231,39 @@ function cString(bytes: Buffer): string {
 /** The header's name, joined to the ustar prefix when the header is ustar. */
 function headerPath(header: Buffer): string {
   const name = cString(header.subarray(0, 100));
-  const ustar = header.subarray(257, 263).toString('latin1') === 'ustar\0';
-  const prefix = ustar ? cString(header.subarray(345, 500)) : '';
+  const prefix = isUstar(header) ? cString(header.subarray(345, 500)) : '';
   return prefix ? `${prefix}/${name}` : name;
 }
 
-/** PAX records: `<length> <key>=<value>\n`, lengths counted in bytes. */
+/**
+ * PAX records: `<length> <key>=<value>\n`, lengths counted in bytes. The crate splits the body
+ * at newlines and checks each line against its length; a length that is not plain digits or a
+ * newline inside a record (a record hidden inside another one's value) is refused here, so
+ * the two readings cannot differ.
+ */
 function parsePax(body: Buffer): Map<string, string> {
   const records = new Map<string, string>();
   let at = 0;
   while (at < body.length) {
     const space = body.indexOf(0x20, at);
-    const length = Number(body.subarray(at, space).toString('latin1'));
-    if (space < 0 || !Number.isSafeInteger(length) || length <= 0 || at + length > body.length) {
+    const digits = space < 0 ? '' : body.subarray(at, space).toString('latin1');
+    const length = Number(digits);
+    if (!/^[0-9]+$/.test(digits) || !Number.isSafeInteger(length) || at + length > body.length || space + 1 >= at + length) {
       throw new Error('malformed PAX record');
     }
+    const newline = body.indexOf(0x0a, space + 1);
+    if (newline !== at + length - 1) throw new Error('malformed PAX record');
     const record = body.subarray(space + 1, at + length - 1).toString('utf8');
     const equals = record.indexOf('=');
-    if (equals < 0 || body[at + length - 1] !== 0x0a) throw new Error('malformed PAX record');
-    // The first record of a key wins, as in lib-client's tar crate: two readers of one
-    // archive must agree on which `path` it names.
+    if (equals < 0) throw new Error('malformed PAX record');
     const key = record.slice(0, equals);
-    if (!records.has(key)) records.set(key, record.slice(equals + 1));
+    // The crate reads the first record of a key; a second `path`, `linkpath` or `size` could
+    // only serve to make two readers disagree.
+    if (records.has(key)) {
+      if (['path', 'linkpath', 'size'].includes(key)) throw new Error(`two PAX \`${key}\` records`);
+    } else {
+      records.set(key, record.slice(equals + 1));
+    }
     at += length;
   }
   return records;
