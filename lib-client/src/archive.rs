@@ -27,7 +27,11 @@ pub fn check_entry_path(path: &str) -> Result<(), String> {
 }
 
 /// A symlink must be relative and resolve, from its own directory, inside the top-level
-/// directory it lives in (e.g. `package/node_modules/.bin/x -> ../x/cli.js`).
+/// directory it lives in (e.g. `package/node_modules/.bin/x -> ../x/cli.js`). Its `..`s must all
+/// come first: this check reads the target as text, and cannot know that a name in the middle
+/// is itself a symlink (`d/l -> ..` makes `d/l/d/l/../../etc` climb out). With the `..`s first,
+/// the climb is through real directories, and every later name descends or is a symlink that
+/// passed this same check.
 pub fn check_symlink(path: &str, target: &str) -> Result<(), String> {
     if target.is_empty() {
         return Err("symlink with an empty target".into());
@@ -44,9 +48,16 @@ pub fn check_symlink(path: &str, target: &str) -> Result<(), String> {
         .collect();
     resolved.pop();
     let floor = usize::from(!resolved.is_empty());
+    let mut descended = false;
     for component in target.split('/') {
         match component {
             "" | "." => {}
+            ".." if descended => {
+                return Err(format!(
+                    "symlink to `{}` climbs (`..`) after naming a directory",
+                    truncate_chars(target, 200)
+                ));
+            }
             ".." => {
                 if resolved.len() <= floor {
                     return Err(format!(
@@ -56,10 +67,31 @@ pub fn check_symlink(path: &str, target: &str) -> Result<(), String> {
                 }
                 resolved.pop();
             }
-            other => resolved.push(other),
+            other => {
+                descended = true;
+                resolved.push(other);
+            }
         }
     }
     Ok(())
+}
+
+/// Whatever follows the first gzip member must be zeros (block padding): a second member
+/// would be read by some decompressors (gzip, Node's zlib) and not by others (this crate's
+/// readers stop at the first), so one tarball would hold two different file trees.
+pub fn check_trailing_bytes(rest: &mut impl std::io::Read) -> std::io::Result<Result<(), String>> {
+    let mut buffer = [0u8; 8192];
+    loop {
+        let n = rest.read(&mut buffer)?;
+        if n == 0 {
+            return Ok(Ok(()));
+        }
+        if buffer[..n].iter().any(|&b| b != 0) {
+            return Ok(Err(
+                "data follows the end of the gzip stream (a second member?)".into(),
+            ));
+        }
+    }
 }
 
 /// The path an extractor writes an entry to: empty and `.` components dropped, so
@@ -177,6 +209,11 @@ mod tests {
         assert!(check_symlink("package/a", "").is_err());
         assert!(check_symlink("package/a", "C:/x").is_err());
         assert!(check_symlink("a", "..").is_err());
+        // Through a symlink in the middle, text alone cannot tell where `..` lands.
+        assert!(check_symlink("package/d/l", "..").is_ok());
+        assert!(check_symlink("package/e", "d/l/d/l/../../etc/passwd").is_err());
+        assert!(check_symlink("package/e", "d/../x").is_err());
+        assert!(check_symlink("package/a/b/e", "../../x/./y").is_ok());
     }
 
     #[test]

@@ -189,7 +189,7 @@ impl Client {
         let doc = match self.fetch_doc(id, &entry).await {
             Ok(doc) => doc,
             Err(Error::Unreachable(source)) => {
-                return offline_copy(&entry, id, architecture, source)
+                return offline_copy(&entry, id, architecture, self.trusted.as_ref(), source)
             }
             Err(other) => return Err(other),
         };
@@ -209,18 +209,24 @@ impl Client {
         let (resolved, slot) = (resolved.to_owned(), slot.clone());
         let meta_path = entry.join(format!("{resolved}.json"));
         let dir = entry.join(&resolved);
-        if let Some(meta) = read_json::<SlotMeta>(&meta_path)? {
-            let current = meta.sha256 == slot.sha256 && meta.data_updated_at == doc.data_updated_at;
-            if current && dir.is_dir() && (meta.signature_verified || self.trusted.is_none()) {
-                return Ok(ensured(&dir, &meta, false, false, Some(&doc)));
-            }
-        }
-
+        // Every call, cached copy or not: the slot must be signed by this caller's keys. The
+        // meta's `signatureVerified` says what another caller checked, with its own keys (or
+        // none), so it is never a reason to trust a copy.
         let verified = self.trusted.is_some();
         if let Some(trusted) = &self.trusted {
             verify_slot(trusted, &doc, &resolved, None)
                 .map_err(|e| Error::Integrity(format!("slot `{resolved}`: {e}")))?;
         }
+        if let Some(meta) = read_json::<SlotMeta>(&meta_path)? {
+            let current = meta.sha256 == slot.sha256
+                && meta.size == slot.size
+                && meta.architecture == resolved
+                && meta.data_updated_at == doc.data_updated_at;
+            if current && dir.is_dir() {
+                return Ok(ensured(&dir, &meta, false, false, Some(&doc)));
+            }
+        }
+
         sweep_temporaries(&entry);
         let nonce = nonce();
         let archive = entry.join(format!(".download-{nonce}.tgz"));
@@ -232,6 +238,12 @@ impl Client {
             tokio::task::spawn_blocking(move || extract(&from, &to, &ExtractLimits::default()))
                 .await
                 .map_err(|e| Error::Cache(std::io::Error::other(e)))??;
+            // The old meta goes first: a crash after the swap must not leave it describing the
+            // new directory. (The new one is written last.)
+            match fs::remove_file(&meta_path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::Cache(e)),
+                _ => {}
+            }
             replace_dir(&staging, &dir, &entry.join(format!(".old-{nonce}")))
         }
         .await;
@@ -344,23 +356,40 @@ impl Client {
     }
 }
 
-/// The cached copy for `architecture` (or `noarch`) when the registry is unreachable.
+/// The cached copy for `architecture` (or `noarch`) when the registry is unreachable. With
+/// trusted keys, only a copy whose slot in the last document seen verifies with them and
+/// describes exactly the cached bytes (sha256 and size, checked when they were downloaded).
 fn offline_copy(
     entry: &Path,
     id: &str,
     architecture: &str,
+    trusted: Option<&crate::jws::TrustedKeys>,
     source: reqwest::Error,
 ) -> Result<EnsuredArtefact> {
+    let cached: Option<DocCache> = read_json(&entry.join("doc.json"))?;
+    let doc = cached.as_ref().map(|c| &c.doc).filter(|d| d.id == id);
     for arch in [architecture, crate::types::NOARCH] {
         let dir = entry.join(arch);
-        if let Some(meta) = read_json::<SlotMeta>(&entry.join(format!("{arch}.json")))? {
-            if dir.is_dir() && meta.id == id {
-                // The last document seen says whether it was deprecated then.
-                let cached: Option<DocCache> = read_json(&entry.join("doc.json"))?;
-                let doc = cached.as_ref().map(|c| &c.doc);
-                return Ok(ensured(&dir, &meta, false, true, doc));
+        let Some(meta) = read_json::<SlotMeta>(&entry.join(format!("{arch}.json")))? else {
+            continue;
+        };
+        if !dir.is_dir() || meta.id != id || meta.architecture != arch {
+            continue;
+        }
+        if let Some(keys) = trusted {
+            let vouched = doc.is_some_and(|doc| {
+                doc.tarballs.get(arch).is_some_and(|slot| {
+                    slot.sha256 == meta.sha256
+                        && slot.size == meta.size
+                        && verify_slot(keys, doc, arch, None).is_ok()
+                })
+            });
+            if !vouched {
+                continue;
             }
         }
+        // The last document seen says whether it was deprecated then.
+        return Ok(ensured(&dir, &meta, false, true, doc));
     }
     Err(Error::Offline(source))
 }

@@ -11,10 +11,11 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 
-use flate2::read::GzDecoder;
+use flate2::bufread::GzDecoder;
 
 use crate::archive::{
-    check_entry_path, check_symlink, normalise_for_duplicates, pax_size_disagreement,
+    check_entry_path, check_symlink, check_trailing_bytes, normalise_for_duplicates,
+    pax_size_disagreement,
 };
 
 /// Bounds on what an extraction may produce.
@@ -56,7 +57,7 @@ pub fn extract(archive: &Path, dest: &Path, limits: &ExtractLimits) -> Result<()
         .max_unpacked_bytes
         .max(compressed.saturating_mul(limits.max_ratio));
     fs::create_dir(dest)?;
-    let mut tar = tar::Archive::new(GzDecoder::new(fs::File::open(archive)?));
+    let mut tar = tar::Archive::new(GzDecoder::new(io::BufReader::new(fs::File::open(archive)?)));
     let mut seen = HashSet::new();
     let mut unpacked = 0u64;
     let mut count = 0u64;
@@ -117,7 +118,13 @@ pub fn extract(archive: &Path, dest: &Path, limits: &ExtractLimits) -> Result<()
             other => return Err(unsafe_entry(format!("entry type {other:?} is not allowed"))),
         }
     }
-    Ok(())
+    // The rest of the member (the tar's end blocks) within the cap, then nothing but padding.
+    let mut member = tar.into_inner();
+    io::copy(&mut (&mut member).take(cap), &mut io::sink())?;
+    check_trailing_bytes(member.get_mut())?.map_err(|reason| ExtractError::Unsafe {
+        path: "(end of archive)".into(),
+        reason,
+    })
 }
 
 /// The entry's path below the package root, or `None` for the root itself.

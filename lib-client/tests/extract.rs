@@ -137,11 +137,30 @@ fn hostile_cases() -> Vec<(&'static str, Vec<u8>)> {
         ("not-gzip", b"plain bytes".to_vec()),
         ("gzip-not-tar", gzip(&[1u8; 4096])),
         (
+            // `d/l -> ..` is fine alone; through it, `d/l/d/l/../../evil` climbs out.
+            "symlink-chain",
+            tarball(&[
+                MANIFEST,
+                Entry::Dir("package/d/"),
+                Entry::Symlink("package/d/l", ".."),
+                Entry::Symlink("package/e", "d/l/d/l/../../evil"),
+            ]),
+        ),
+        ("second-gzip-member", second_member()),
+        (
             "bomb",
             tarball(&[MANIFEST, Entry::File("package/zeros", &big)]),
         ),
         ("too-many-entries", tarball(&many)),
     ]
+}
+
+/// A valid tarball followed by a second gzip member: one file tree to readers that stop at the
+/// first member, another to those that go on.
+fn second_member() -> Vec<u8> {
+    let mut bytes = tarball(&[MANIFEST]);
+    bytes.extend(gzip(b"a second member, which only some readers see"));
+    bytes
 }
 
 /// The limits the hostile cases are judged with (the bomb and the entry count need them small).

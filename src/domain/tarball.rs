@@ -10,10 +10,10 @@ use std::collections::HashSet;
 use std::io::{self, Read};
 use std::rc::Rc;
 
-use flate2::read::GzDecoder;
+use flate2::bufread::GzDecoder;
 use reliquary_client::archive::{
-    check_entry_path, check_symlink, normalise_for_duplicates, normalise_path,
-    pax_size_disagreement, truncate_chars,
+    check_entry_path, check_symlink, check_trailing_bytes, normalise_for_duplicates,
+    normalise_path, pax_size_disagreement, truncate_chars,
 };
 use reliquary_client::json::parse_strict;
 use reliquary_client::types::FieldError;
@@ -101,7 +101,7 @@ fn walk(
     limits: &Limits,
 ) -> Result<Manifest, Rejection> {
     let unpacked = Capped {
-        inner: GzDecoder::new(input),
+        inner: GzDecoder::new(io::BufReader::new(input)),
         unpacked: 0,
         compressed,
         limits: limits.clone(),
@@ -195,8 +195,18 @@ fn walk(
             problems,
         });
     }
-    // Drain the inflater to the end of the gzip member so its CRC is checked.
-    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(|e| read_failure(&e))?;
+    // Drain the inflater to the end of the gzip member so its CRC is checked; after it, only
+    // padding: a second member is a second file tree to some decompressors.
+    let mut inflater = archive.into_inner();
+    io::copy(&mut inflater, &mut io::sink()).map_err(|e| read_failure(&e))?;
+    check_trailing_bytes(inflater.inner.get_mut())
+        .map_err(|e| read_failure(&e))?
+        .map_err(|why| {
+            Rejection::new(
+                "invalid_tarball",
+                format!("The tarball is not one gzip stream: {why}."),
+            )
+        })?;
     let bytes = manifest_bytes.ok_or_else(|| {
         Rejection::new(
             "missing_manifest",

@@ -421,3 +421,64 @@ async fn ids_the_registry_would_refuse_never_become_cache_paths() {
     assert!(!root.path().join("escape@1").exists());
     assert!(files_under(root.path()).is_empty());
 }
+
+/// A cached copy is trusted only with the caller's own keys: not because another caller (one
+/// with the registry's keys of the moment, or with none) once marked it verified — online or
+/// offline.
+#[tokio::test]
+async fn a_cached_copy_is_served_only_if_it_verifies_with_the_callers_keys() {
+    let server = TestServer::start().await;
+    let stranger = TestServer::start().await;
+    server
+        .upload_ok("acme@1", "", npm_tarball("acme", "1.0.0"), 201)
+        .await;
+    let keys_of = |server: &TestServer| {
+        let url = server.url.clone();
+        async move {
+            let known: WellKnown = reqwest::get(format!("{url}/.well-known/reliquary"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            TrustedKeys::from_jwks(&known.keys).unwrap()
+        }
+    };
+    let (right, wrong) = (keys_of(&server).await, keys_of(&stranger).await);
+    let cache = tempfile::tempdir().unwrap();
+    let url = server.url.clone();
+    let with = |keys: Option<TrustedKeys>| {
+        let mut builder = Client::builder(&url).cache_dir(cache.path());
+        if let Some(keys) = keys {
+            builder = builder.trusted_keys(keys);
+        }
+        builder.build().unwrap()
+    };
+    let first = with(Some(right.clone()))
+        .ensure_artefact("acme@1", "noarch")
+        .await
+        .unwrap();
+    assert!(first.downloaded);
+    // Cached and marked verified; a caller pinning other keys still gets an integrity error.
+    let refused = with(Some(wrong.clone()))
+        .ensure_artefact("acme@1", "noarch")
+        .await;
+    assert!(matches!(refused, Err(Error::Integrity(_))), "{refused:?}");
+
+    let (_config, _dir) = server.stop().await;
+    let refused = with(Some(wrong)).ensure_artefact("acme@1", "noarch").await;
+    assert!(matches!(refused, Err(Error::Offline(_))), "{refused:?}");
+    let stale = with(Some(right))
+        .ensure_artefact("acme@1", "noarch")
+        .await
+        .unwrap();
+    assert!(stale.stale && stale.path == first.path);
+    // Without keys, as before: the copy whose bytes were checked against the document.
+    assert!(
+        with(None)
+            .ensure_artefact("acme@1", "noarch")
+            .await
+            .unwrap()
+            .stale
+    );
+}

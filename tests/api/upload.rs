@@ -266,6 +266,55 @@ async fn invalid_tarballs_are_422_with_every_problem_listed_and_change_nothing()
     .await;
     assert_eq!(body["errors"].as_array().unwrap().len(), 5, "{body}");
 
+    // A symlink whose `..` comes after a name: through `d/l -> ..` it would climb out.
+    let chain = tarball(&[
+        Entry::File(
+            "package/package.json",
+            br#"{"name": "acme", "version": "1.0.0"}"#,
+        ),
+        Entry::Dir("package/d/"),
+        Entry::Symlink("package/d/l", ".."),
+        Entry::Symlink("package/e", "d/l/d/l/../../etc/passwd"),
+    ]);
+    let body = expect_error(
+        server.upload("acme@1", "", chain).await,
+        422,
+        "unsafe_tarball",
+    )
+    .await;
+    assert!(body["errors"].to_string().contains("climbs"), "{body}");
+
+    // A second gzip member is a second file tree to some readers; zero padding is fine.
+    let manifest = || {
+        tarball(&[Entry::File(
+            "package/package.json",
+            br#"{"name": "acme", "version": "1.0.0"}"#,
+        )])
+    };
+    let mut two_members = manifest();
+    two_members.extend(gzip(b"hidden"));
+    let body = expect_error(
+        server.upload("acme@1", "", two_members).await,
+        422,
+        "invalid_tarball",
+    )
+    .await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("not one gzip stream"),
+        "{body}"
+    );
+    let mut padded = manifest();
+    padded.extend([0u8; 512]);
+    assert_eq!(server.upload("acme@1", "", padded).await.status(), 201);
+    server
+        .admin_delete("/artefacts/acme@1")
+        .send()
+        .await
+        .unwrap();
+
     // Names that collide once normalised, and a PAX size that contradicts the ustar header.
     let collisions = tarball(&[
         Entry::File(
