@@ -9,8 +9,8 @@
  *   <id>/.*             temporary paths, only ever made by the lock holder
  */
 import { randomBytes } from 'node:crypto';
-import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { lstat, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 
 import { RegistryError } from './errors.js';
 import { checkArtefact, type Artefact } from './types.js';
@@ -56,7 +56,8 @@ async function readVersioned(path: string): Promise<Record<string, unknown> | un
   }
   if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined;
   const object = value as Record<string, unknown>;
-  const format = object['format'] ?? CACHE_FORMAT;
+  // A file without `format` is format 1 (the v1.0 Rust client); `format: null` is not.
+  const format = Object.hasOwn(object, 'format') ? object['format'] : CACHE_FORMAT;
   if (format !== CACHE_FORMAT) {
     throw new RegistryError(
       'cache',
@@ -92,8 +93,7 @@ export async function readDocCache(path: string): Promise<DocCache | undefined> 
 
 /** Writes a small file atomically: a temporary dot file, then a rename. */
 export async function writeJson(path: string, value: unknown): Promise<void> {
-  const slash = path.lastIndexOf('/');
-  const temp = `${path.slice(0, slash + 1)}.${path.slice(slash + 1)}.${nonce()}.tmp`;
+  const temp = join(dirname(path), `.${basename(path)}.${nonce()}.tmp`);
   try {
     await writeFile(temp, JSON.stringify(value, null, 2));
     await rename(temp, path);
@@ -103,9 +103,13 @@ export async function writeJson(path: string, value: unknown): Promise<void> {
   }
 }
 
+/** A breaker's `.lock.stale-<nonce>` lives for milliseconds: one a minute old was left by a crash. */
+const STALE_LOCK_LEFTOVER_MS = 60_000;
+
 /**
  * Removes what a holder that died left behind: downloads, extractions, swapped-out copies and
- * temporary files. Only the lock holder calls it, so none of them is in use.
+ * temporary files. Only the lock holder calls it, so none of them is in use; and renamed-away
+ * locks (`.lock.stale-<nonce>`) a breaker died holding, once a minute old.
  */
 export async function sweepTemporaries(entry: string): Promise<void> {
   let names: string[];
@@ -121,5 +125,9 @@ export async function sweepTemporaries(entry: string): Promise<void> {
       name.startsWith('.old-') ||
       (name.startsWith('.') && name.endsWith('.tmp'));
     if (temporary) await rm(join(entry, name), { recursive: true, force: true });
+    else if (name.startsWith('.lock.stale-')) {
+      const found = await lstat(join(entry, name)).catch(() => undefined);
+      if (found && Date.now() - found.mtimeMs > STALE_LOCK_LEFTOVER_MS) await rm(join(entry, name), { force: true });
+    }
   }
 }

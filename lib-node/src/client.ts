@@ -61,7 +61,15 @@ export class RegistryClient {
   /** `GET /.well-known/reliquary`: the registry's name and signing keys. */
   async wellKnown(): Promise<WellKnown> {
     const response = await this.send('/.well-known/reliquary', {});
-    const value = parseStrict(await readCapped(response, MAX_JSON_BODY, 'the well-known document')) as unknown;
+    const text = await readCapped(response, MAX_JSON_BODY, 'the well-known document');
+    let value: unknown;
+    try {
+      value = parseStrict(text);
+    } catch (e) {
+      throw new RegistryError('api', `the registry answered /.well-known/reliquary with something that is not JSON: ${(e as Error).message}`, {
+        status: response.status,
+      });
+    }
     const wellKnown = value as WellKnown;
     if (!wellKnown || typeof wellKnown !== 'object' || !Array.isArray(wellKnown.keys)) {
       throw new RegistryError('api', 'the registry answered /.well-known/reliquary without a key list', {
@@ -105,7 +113,10 @@ export class RegistryClient {
     try {
       for (let hop = 0; ; hop++) {
         const sameOrigin = url.origin === this.base.origin;
-        const response = await this.call(url, sameOrigin ? this.auth() : {}, controller.signal);
+        // `identity`: fetch would otherwise undo a gzip Content-Encoding by itself, and the
+        // bytes hashed would not be the bytes the registry signed.
+        const headers = { ...(sameOrigin ? this.auth() : {}), 'accept-encoding': 'identity' };
+        const response = await this.call(url, headers, controller.signal);
         const location = response.headers.get('location');
         if ([301, 302, 303, 307, 308].includes(response.status) && location) {
           await response.body?.cancel();
@@ -143,6 +154,7 @@ export class RegistryClient {
       }
     } catch (e) {
       clearTimeout(timer);
+      controller.abort(new Error('aborted'));
       throw e;
     }
   }

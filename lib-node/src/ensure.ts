@@ -41,7 +41,11 @@ export interface EnsureOptions {
   timeoutMs?: number;
   /** How long to wait for another process's ensure of the same id (default 10 min). */
   lockTimeoutMs?: number;
-  /** Download progress: bytes so far and the total. */
+  /**
+   * Download progress: bytes so far and the total. It must not throw: if it does, the download
+   * is aborted, nothing is cached, and its exception is rethrown unchanged (the one error of
+   * `ensureArtefact` that is not a `RegistryError`).
+   */
   onProgress?: (received: number, total: number) => void;
   /** A `fetch` to use instead of the global one. */
   fetch?: typeof globalThis.fetch;
@@ -79,7 +83,7 @@ export async function ensureArtefact(options: EnsureOptions): Promise<EnsuredArt
   if (!cacheDir) throw new TypeError('cacheDir is required');
   if (options.trustedKeys && options.trustRegistry) throw new TypeError('give trustedKeys or trustRegistry, not both');
   // Pinned keys are checked now, so a bad key set fails at once rather than at the first download.
-  const pinned = options.trustedKeys ? TrustedKeys.fromJwks(options.trustedKeys) : undefined;
+  const pinned = options.trustedKeys ? keySet(options.trustedKeys, 'trustedKeys') : undefined;
   const client = new RegistryClient(options);
 
   const entry = join(cacheDir, encodeId(id));
@@ -94,9 +98,72 @@ export async function ensureArtefact(options: EnsureOptions): Promise<EnsuredArt
   });
   try {
     return await ensureLocked(options, client, entry, architecture, pinned);
+  } catch (e) {
+    // Within the contract's codes: only the host's own progress callback passes through.
+    if (e instanceof ProgressError) throw e.error;
+    throw cacheError(`ensuring \`${id}\` in ${entry}`, e);
   } finally {
     await lock.release();
   }
+}
+
+/** An exception of the caller's `onProgress`, carried out unchanged. */
+class ProgressError {
+  constructor(readonly error: unknown) {}
+}
+
+/** A key set; a malformed key is an `integrity` error (pinned or published, it cannot verify). */
+function keySet(jwks: readonly Jwk[], what: string): TrustedKeys {
+  try {
+    return TrustedKeys.fromJwks(jwks);
+  } catch (e) {
+    throw new RegistryError('integrity', `${what}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+  }
+}
+
+/**
+ * The keys the registry publishes, by registry, as last fetched by this process: a copy
+ * checked on use needs no second request; a download, or a signature they do not verify,
+ * fetches them again.
+ */
+const registryKeys = new Map<string, TrustedKeys>();
+
+async function fetchRegistryKeys(client: RegistryClient): Promise<TrustedKeys> {
+  const keys = keySet((await client.wellKnown()).keys, 'the keys of /.well-known/reliquary');
+  registryKeys.set(client.base.href, keys);
+  return keys;
+}
+
+/**
+ * The slot's signature verifies with the caller's keys and names what the document says (so
+ * what the meta says too, once compared): pinned keys, else the registry's (`fresh`: fetched
+ * now, else the ones this process fetched last, fetched again if they do not verify).
+ */
+async function verifyWithCallerKeys(
+  client: RegistryClient,
+  pinned: TrustedKeys | undefined,
+  doc: Artefact,
+  slotName: string,
+  fresh: boolean,
+): Promise<void> {
+  const check = (keys: TrustedKeys): void => {
+    try {
+      verifySlot(keys, doc, slotName);
+    } catch (e) {
+      if (e instanceof JwsError) throw new RegistryError('integrity', `slot \`${slotName}\`: ${e.message}`);
+      throw e;
+    }
+  };
+  if (pinned) return check(pinned);
+  const known = fresh ? undefined : registryKeys.get(client.base.href);
+  if (known) {
+    try {
+      return check(known);
+    } catch {
+      // Rotated since: ask the registry.
+    }
+  }
+  check(await fetchRegistryKeys(client));
 }
 
 async function ensureLocked(
@@ -107,20 +174,25 @@ async function ensureLocked(
   pinned: TrustedKeys | undefined,
 ): Promise<EnsuredArtefact> {
   const { id } = options;
-  let doc: Artefact;
+  const verifying = pinned !== undefined || options.trustRegistry === true;
+  let fetched: FetchedDoc;
   try {
-    doc = await fetchDoc(client, id, entry);
+    fetched = await fetchDoc(client, id, entry);
   } catch (e) {
     if (e instanceof RegistryError && e.code === 'unreachable' && options.offline !== 'error') {
-      return offlineCopy(entry, id, architecture, e);
+      const keys = pinned ?? (verifying ? registryKeys.get(client.base.href) : undefined);
+      return offlineCopy(entry, id, architecture, verifying, keys, e);
     }
     throw e;
   }
+  const { doc } = fetched;
   // A document about another artefact (a signed slot of B served for A) is refused even when
   // its signature verifies: signatures name the document's id, not the request's.
   if (doc.id !== id) {
     throw new RegistryError('integrity', `asked for \`${id}\`, the registry answered with the document of \`${doc.id}\``);
   }
+  // Only a document about this id is kept for the next If-None-Match.
+  await fetched.keep();
   const resolved = resolveSlot(doc, architecture);
   if (!resolved) {
     throw new RegistryError('not_found', `\`${id}\` has no \`${architecture}\` slot and no \`noarch\` fallback`);
@@ -128,25 +200,25 @@ async function ensureLocked(
   const [slotName, slot] = resolved;
   const metaPath = join(entry, `${slotName}.json`);
   const dir = join(entry, slotName);
-  const verifying = pinned !== undefined || options.trustRegistry === true;
   const cached = await readMeta(metaPath);
-  if (cached) {
-    const current = cached.sha256 === slot.sha256 && sameInstant(cached.dataUpdatedAt, doc.dataUpdatedAt);
-    if (current && (await isDir(dir)) && (cached.signatureVerified || !verifying)) {
-      return ensured(dir, cached, false, false, doc);
-    }
+  const current =
+    cached !== undefined &&
+    cached.id === id &&
+    cached.architecture === slotName &&
+    cached.sha256 === slot.sha256 &&
+    cached.size === slot.size &&
+    sameInstant(cached.dataUpdatedAt, doc.dataUpdatedAt) &&
+    (await isDir(dir));
+  if (current) {
+    // Every call: the slot (fresh, or the cached document on a 304) must verify with this
+    // caller's keys and name the meta's sha256 and size. `signatureVerified` says what another
+    // caller checked, with its own keys or none: never a reason to trust a copy.
+    if (verifying) await verifyWithCallerKeys(client, pinned, doc, slotName, false);
+    return ensured(dir, cached, false, false, doc);
   }
 
-  if (verifying) {
-    // Registry keys are fetched only now, so the unchanged path stays one request.
-    const keys = pinned ?? TrustedKeys.fromJwks((await client.wellKnown()).keys);
-    try {
-      verifySlot(keys, doc, slotName);
-    } catch (e) {
-      if (e instanceof JwsError) throw new RegistryError('integrity', `slot \`${slotName}\`: ${e.message}`);
-      throw e;
-    }
-  }
+  // A download is checked against the keys the registry publishes now.
+  if (verifying) await verifyWithCallerKeys(client, pinned, doc, slotName, true);
   await sweepTemporaries(entry);
   const tag = nonce();
   const archive = join(entry, `.download-${tag}.tgz`);
@@ -159,6 +231,11 @@ async function ensureLocked(
       if (e instanceof UnsafeTarball) throw new RegistryError('unsafe_tarball', `refused to extract: ${e.message}`);
       throw cacheError('extracting', e);
     }
+    // The old meta goes first: a crash after the swap must never leave it describing the new
+    // directory. (The new one is written last.)
+    await rm(metaPath, { force: true }).catch((e) => {
+      throw cacheError(`removing ${metaPath}`, e);
+    });
     await replaceDir(staging, dir, join(entry, `.old-${tag}`)).catch((e) => {
       throw cacheError(`moving into ${dir}`, e);
     });
@@ -184,21 +261,31 @@ async function ensureLocked(
   return ensured(dir, meta, true, false, doc);
 }
 
+/** A document, and how to keep it for the next If-None-Match (once its id is checked). */
+interface FetchedDoc {
+  doc: Artefact;
+  keep(): Promise<void>;
+}
+
 /** The document, revalidated with the ETag of the cached copy. */
-async function fetchDoc(client: RegistryClient, id: string, entry: string): Promise<Artefact> {
+async function fetchDoc(client: RegistryClient, id: string, entry: string): Promise<FetchedDoc> {
   const cachePath = join(entry, 'doc.json');
   const cached = await readDocCache(cachePath);
   const answer = await client.getArtefact(id, cached?.etag);
   if (answer.notModified) {
-    if (cached) return cached.doc;
+    if (cached) return { doc: cached.doc, keep: async () => {} };
     throw new RegistryError('api', 'the registry answered 304 to a request that had no ETag');
   }
-  if (answer.etag) {
-    await writeJson(cachePath, { format: CACHE_FORMAT, etag: answer.etag, doc: answer.doc }).catch((e) => {
-      throw cacheError(`writing ${cachePath}`, e);
-    });
-  }
-  return answer.doc;
+  const { doc, etag } = answer;
+  return {
+    doc,
+    async keep() {
+      if (!etag) return;
+      await writeJson(cachePath, { format: CACHE_FORMAT, etag, doc }).catch((e) => {
+        throw cacheError(`writing ${cachePath}`, e);
+      });
+    },
+  };
 }
 
 /** Streams one slot to `path`, hashing as it goes; size and sha256 must be the document's. */
@@ -211,27 +298,35 @@ async function download(
   path: string,
 ): Promise<void> {
   const transfer = await client.downloadTarball(options.id, architecture);
-  const file = await open(path, 'wx').catch((e) => {
-    transfer.abort();
-    throw cacheError(`creating ${path}`, e);
-  });
   const hash = createHash('sha256');
   let received = 0;
   try {
-    for await (const chunk of transfer.body) {
-      received += chunk.length;
-      if (received > size) {
-        transfer.abort();
-        throw new RegistryError('integrity', `the registry sent more than the ${size} bytes the document announces`);
+    const file = await open(path, 'wx').catch((e) => {
+      throw cacheError(`creating ${path}`, e);
+    });
+    try {
+      for await (const chunk of transfer.body) {
+        received += chunk.length;
+        if (received > size) {
+          throw new RegistryError('integrity', `the registry sent more than the ${size} bytes the document announces`);
+        }
+        hash.update(chunk);
+        await file.write(chunk).catch((e) => {
+          throw cacheError(`writing ${path}`, e);
+        });
+        try {
+          options.onProgress?.(received, size);
+        } catch (e) {
+          throw new ProgressError(e);
+        }
       }
-      hash.update(chunk);
-      await file.write(chunk).catch((e) => {
-        throw cacheError(`writing ${path}`, e);
-      });
-      options.onProgress?.(received, size);
+    } finally {
+      await file.close().catch(() => {});
     }
-  } finally {
-    await file.close();
+  } catch (e) {
+    // Every way out but the end of the body stops the transfer: no connection left streaming.
+    transfer.abort();
+    throw e;
   }
   const actual = hash.digest('hex');
   if (received !== size || actual !== sha256) {
@@ -242,23 +337,43 @@ async function download(
   }
 }
 
-/** The cached copy for `architecture` (or `noarch`) when the registry is unreachable. */
+/**
+ * The cached copy for `architecture` (or `noarch`) when the registry is unreachable. With keys,
+ * only a copy whose slot in the last document seen (about this id) verifies with them and
+ * names exactly the meta's sha256 and size. `verifying` without `keys` (the registry's keys,
+ * never fetched by this process) vouches for nothing.
+ */
 async function offlineCopy(
   entry: string,
   id: string,
   architecture: string,
+  verifying: boolean,
+  keys: TrustedKeys | undefined,
   cause: RegistryError,
 ): Promise<EnsuredArtefact> {
+  const cached = await readDocCache(join(entry, 'doc.json'));
+  const doc = cached?.doc.id === id ? cached.doc : undefined;
   for (const arch of [architecture, NOARCH]) {
     const dir = join(entry, arch);
     const meta = await readMeta(join(entry, `${arch}.json`));
-    if (meta && meta.id === id && (await isDir(dir))) {
-      // The last document seen says whether it was deprecated then.
-      const cached = await readDocCache(join(entry, 'doc.json'));
-      return ensured(dir, meta, false, true, cached?.doc);
+    if (!meta || meta.id !== id || meta.architecture !== arch || !(await isDir(dir))) continue;
+    if (verifying) {
+      const slot = doc && Object.hasOwn(doc.tarballs, arch) ? doc.tarballs[arch] : undefined;
+      let vouched = false;
+      if (keys && doc && slot && slot.sha256 === meta.sha256 && slot.size === meta.size) {
+        try {
+          verifySlot(keys, doc, arch);
+          vouched = true;
+        } catch {
+          // Not signed by these keys: not served.
+        }
+      }
+      if (!vouched) continue;
     }
+    // The last document seen says whether it was deprecated then.
+    return ensured(dir, meta, false, true, doc);
   }
-  throw new RegistryError('offline', `the registry is unreachable and nothing is cached: ${cause.message}`, { cause });
+  throw new RegistryError('offline', `the registry is unreachable and no usable copy is cached: ${cause.message}`, { cause });
 }
 
 function ensured(

@@ -65,18 +65,22 @@ test('a wrong pinned key is integrity; the right one, or trustRegistry, verifies
   });
   assertNothingExtracted(cacheDir);
 
-  // An unverified copy is not good enough once keys are pinned: it is verified and fetched again.
+  // A copy is trusted on every use by the signature in the document, checked with this
+  // caller's keys against the meta's sha256 and size: never by `signatureVerified`.
   const unverified = await ensureArtefact(base);
   assert.equal(unverified.downloaded, true);
-  const pinned = await ensureArtefact({ ...base, trustedKeys: keys });
-  assert.equal(pinned.downloaded, true);
-  assert.equal(JSON.parse(readFileSync(join(cacheDir, 'acme@1', 'x64.json'), 'utf8')).signatureVerified, true);
+  assert.equal(JSON.parse(readFileSync(join(cacheDir, 'acme@1', 'x64.json'), 'utf8')).signatureVerified, false);
   assert.equal((await ensureArtefact({ ...base, trustedKeys: keys })).downloaded, false);
   assert.equal((await ensureArtefact({ ...base, trustRegistry: true })).downloaded, false);
+  await assert.rejects(ensureArtefact({ ...base, trustedKeys: [signingKey().jwk] }), (e) => e.code === 'integrity');
 
   const fresh = tempDir(t);
   assert.equal((await ensureArtefact({ ...base, cacheDir: fresh, trustRegistry: true })).downloaded, true);
-  await assert.rejects(ensureArtefact({ ...base, trustedKeys: [{ ...keys[0], kid: 'lies' }] }), /does not match its kid/);
+  assert.equal(JSON.parse(readFileSync(join(fresh, 'acme@1', 'x64.json'), 'utf8')).signatureVerified, true);
+  await assert.rejects(
+    ensureArtefact({ ...base, trustedKeys: [{ ...keys[0], kid: 'lies' }] }),
+    (e) => e.code === 'integrity' && /does not match its kid/.test(e.message),
+  );
 });
 
 test('a redirect to storage is followed without the token; a downgrade to http is refused', async (t) => {
