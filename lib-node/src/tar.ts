@@ -10,7 +10,7 @@
 
 /** One entry: its header as the archive states it, and its body (read it or skip it). */
 export interface TarEntry {
-  /** The entry's name: PAX `path`, else a GNU long name, else the header's (with ustar prefix). */
+  /** The entry's name: a GNU long name, else PAX `path`, else the header's (with ustar prefix). */
   path: string;
   /** The type flag as one character (`0` file, `5` directory, `2` symlink, ...). */
   type: string;
