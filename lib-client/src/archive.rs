@@ -122,7 +122,18 @@ pub fn pax_size_disagreement<R: std::io::Read>(entry: &mut tar::Entry<'_, R>) ->
     let extensions = entry.pax_extensions().ok()??;
     for extension in extensions.flatten() {
         if extension.key() == Ok("size") {
-            let pax: u64 = extension.value().ok()?.trim().parse().ok()?;
+            // Digits only, as the Node client reads them: ` 5` or `+5` would be read as 5 here
+            // and refused there, so one of them is refused by both.
+            let text = extension.value().unwrap_or_default();
+            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+                return Some(format!(
+                    "PAX size `{}` is not a number",
+                    truncate_chars(text, 40)
+                ));
+            }
+            let Ok(pax) = text.parse::<u64>() else {
+                return Some("PAX size is out of range".into());
+            };
             // Writers leave the ustar field at 0 when only PAX can hold the size (over 8 GiB).
             if ustar != 0 && pax != ustar {
                 return Some(format!(
