@@ -142,7 +142,12 @@ fn sweep_temporaries(entry: &Path) {
             || name.starts_with(".extract-")
             || name.starts_with(".old-")
             || (name.starts_with('.') && name.ends_with(".tmp"));
-        if temporary {
+        // A breaker's renamed lock: one still fresh may belong to a breaker at work.
+        let old_grave = name.starts_with(".lock.stale-")
+            && fs::metadata(entry.join(&name))
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| at.elapsed().is_ok_and(|age| age.as_secs() > 60));
+        if temporary || old_grave {
             let path = entry.join(&name);
             let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
         }
@@ -179,7 +184,7 @@ impl Client {
         let entry = self.cache_entry(id)?;
         fs::create_dir_all(&entry).map_err(Error::Cache)?;
         let lock_dir = entry.clone();
-        let _lock = tokio::task::spawn_blocking(move || {
+        let lock = tokio::task::spawn_blocking(move || {
             EntryLock::acquire(&lock_dir, LockTiming::default())
         })
         .await
@@ -240,6 +245,7 @@ impl Client {
                 .map_err(|e| Error::Cache(std::io::Error::other(e)))??;
             // The old meta goes first: a crash after the swap must not leave it describing the
             // new directory. (The new one is written last.)
+            lock.assert_held().map_err(Error::Cache)?;
             match fs::remove_file(&meta_path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::Cache(e)),
                 _ => {}
@@ -262,6 +268,7 @@ impl Client {
             data_updated_at: doc.data_updated_at,
             signature_verified: verified,
         };
+        lock.assert_held().map_err(Error::Cache)?;
         write_json(&meta_path, &meta)?;
         Ok(ensured(&dir, &meta, true, false, Some(&doc)))
     }

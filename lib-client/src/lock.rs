@@ -136,6 +136,19 @@ impl EntryLock {
         }
     }
 
+    /// Fails unless the lock file is still this holder's. Called before each write others read
+    /// (the directory swap, the meta): a holder whose lock was broken stops instead of writing
+    /// beside the new holder.
+    pub fn assert_held(&self) -> io::Result<()> {
+        match Snapshot::read(&self.path) {
+            Ok(now) if now.content == self.content => Ok(()),
+            _ => Err(io::Error::other(format!(
+                "the lock {} was taken over by another process; nothing more is written",
+                self.path.display()
+            ))),
+        }
+    }
+
     fn held(path: PathBuf, content: Vec<u8>, file: fs::File, every: Duration) -> Self {
         let (stop, stopped) = mpsc::channel::<()>();
         // A thread, not a task: the heartbeat must go on while the runtime is busy extracting.
@@ -365,6 +378,25 @@ mod tests {
         let acquired = waiter.join().unwrap();
         assert!(acquired >= released, "the waiter broke a live lock");
         assert!(acquired.duration_since(started) >= Duration::from_millis(1200));
+    }
+
+    #[test]
+    fn a_holder_whose_lock_was_taken_over_knows_it_and_leaves_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        let lock = EntryLock::acquire(dir.path(), quick()).unwrap();
+        lock.assert_held().unwrap();
+        // Judged stale (a starved heartbeat), broken and taken by another holder.
+        let other = serde_json::to_vec(&elsewhere()).unwrap();
+        fs::write(&path, &other).unwrap();
+        let error = lock.assert_held().unwrap_err();
+        assert!(error.to_string().contains("taken over"), "{error}");
+        drop(lock);
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            other,
+            "the new holder's lock stays"
+        );
     }
 
     #[test]

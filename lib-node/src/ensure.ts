@@ -97,7 +97,7 @@ export async function ensureArtefact(options: EnsureOptions): Promise<EnsuredArt
     throw cacheError(`locking ${entry}`, e);
   });
   try {
-    return await ensureLocked(options, client, entry, architecture, pinned);
+    return await ensureLocked(options, client, entry, architecture, pinned, lock);
   } catch (e) {
     // Within the contract's codes: only the host's own progress callback passes through.
     if (e instanceof ProgressError) throw e.error;
@@ -172,6 +172,7 @@ async function ensureLocked(
   entry: string,
   architecture: string,
   pinned: TrustedKeys | undefined,
+  lock: EntryLock,
 ): Promise<EnsuredArtefact> {
   const { id } = options;
   const verifying = pinned !== undefined || options.trustRegistry === true;
@@ -233,6 +234,9 @@ async function ensureLocked(
     }
     // The old meta goes first: a crash after the swap must never leave it describing the new
     // directory. (The new one is written last.)
+    await lock.assertHeld().catch((e) => {
+      throw cacheError('before replacing the cached copy', e);
+    });
     await rm(metaPath, { force: true }).catch((e) => {
       throw cacheError(`removing ${metaPath}`, e);
     });
@@ -255,6 +259,9 @@ async function ensureLocked(
     dataUpdatedAt: normalisedTime(doc.dataUpdatedAt),
     signatureVerified: verifying,
   };
+  await lock.assertHeld().catch((e) => {
+    throw cacheError('before writing the meta', e);
+  });
   await writeJson(metaPath, meta).catch((e) => {
     throw cacheError(`writing ${metaPath}`, e);
   });

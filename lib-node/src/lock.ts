@@ -107,6 +107,18 @@ export class EntryLock {
     }
   }
 
+  /**
+   * Throws unless the lock file is still this holder's. Called before each write that others
+   * read (the directory swap, the meta): a holder whose lock was broken (its heartbeat starved
+   * for longer than the stale time) stops instead of writing beside the new holder.
+   */
+  async assertHeld(): Promise<void> {
+    const now = await snapshot(this.path).catch(() => undefined);
+    if (now?.content !== this.content) {
+      throw new Error(`the lock ${this.path} was taken over by another process; nothing more is written`);
+    }
+  }
+
   /** Stops the heartbeat and removes the lock file, if it is still this holder's. */
   async release(): Promise<void> {
     clearInterval(this.heartbeat);

@@ -101,3 +101,14 @@ test("the heartbeat keeps a long holder's lock", async (t) => {
   assert.ok(acquiredAt >= releasedAt, 'the waiter broke a live lock');
   assert.ok(acquiredAt - started >= 1200);
 });
+
+test('a holder whose lock was taken over knows it, and leaves the new one', async (t) => {
+  const dir = tempDir(t);
+  const lock = await EntryLock.acquire(dir, quick);
+  await lock.assertHeld();
+  // Judged stale (a starved heartbeat), broken and taken by another holder.
+  writeFileSync(join(dir, '.lock'), JSON.stringify(elsewhere));
+  await assert.rejects(lock.assertHeld(), /taken over/);
+  await lock.release();
+  assert.deepEqual(JSON.parse(readFileSync(join(dir, '.lock'), 'utf8')), elsewhere, "the new holder's lock stays");
+});
