@@ -57,12 +57,22 @@ pub fn extract(archive: &Path, dest: &Path, limits: &ExtractLimits) -> Result<()
         .max_unpacked_bytes
         .max(compressed.saturating_mul(limits.max_ratio));
     fs::create_dir(dest)?;
-    let mut tar = tar::Archive::new(GzDecoder::new(io::BufReader::new(fs::File::open(archive)?)));
+    // Every inflated byte counts, not only file bodies: a directory entry or an extension header
+    // with a huge body would otherwise be inflated for nothing. Headers and padding get room
+    // of their own beside the cap on file contents.
+    let inflated = Inflated {
+        inner: GzDecoder::new(io::BufReader::new(fs::File::open(archive)?)),
+        left: cap
+            .saturating_add(limits.max_entries.saturating_mul(3 * 512))
+            .saturating_add(16 << 20),
+        cap,
+    };
+    let mut tar = tar::Archive::new(inflated);
     let mut seen = HashSet::new();
     let mut unpacked = 0u64;
     let mut count = 0u64;
     for entry in tar.entries()? {
-        let mut entry = entry?;
+        let mut entry = entry.map_err(too_large)?;
         count += 1;
         if count > limits.max_entries {
             return Err(ExtractError::TooManyEntries(limits.max_entries));
@@ -96,7 +106,8 @@ pub fn extract(archive: &Path, dest: &Path, limits: &ExtractLimits) -> Result<()
                 let mut file =
                     create_file(&target, mode).map_err(|e| unsafe_entry(e.to_string()))?;
                 let budget = cap.saturating_sub(unpacked);
-                let written = io::copy(&mut (&mut entry).take(budget + 1), &mut file)?;
+                let written =
+                    io::copy(&mut (&mut entry).take(budget + 1), &mut file).map_err(too_large)?;
                 unpacked += written;
                 if written > budget {
                     return Err(ExtractError::TooLarge(cap));
@@ -120,11 +131,51 @@ pub fn extract(archive: &Path, dest: &Path, limits: &ExtractLimits) -> Result<()
     }
     // The rest of the member (the tar's end blocks) within the cap, then nothing but padding.
     let mut member = tar.into_inner();
-    io::copy(&mut (&mut member).take(cap), &mut io::sink())?;
-    check_trailing_bytes(member.get_mut())?.map_err(|reason| ExtractError::Unsafe {
+    io::copy(&mut member, &mut io::sink()).map_err(too_large)?;
+    check_trailing_bytes(member.inner.get_mut())?.map_err(|reason| ExtractError::Unsafe {
         path: "(end of archive)".into(),
         reason,
     })
+}
+
+/// The inflater, failing once more bytes come out of it than the archive may hold.
+struct Inflated<R> {
+    inner: R,
+    left: u64,
+    cap: u64,
+}
+
+/// The error [`Inflated`] fails with, carrying the cap on file contents for the message.
+#[derive(Debug, thiserror::Error)]
+#[error("the tarball inflates to more than its cap allows")]
+struct InflatedTooMuch(u64);
+
+impl<R: Read> Read for Inflated<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.left = self
+            .left
+            .checked_sub(n as u64)
+            .ok_or_else(|| io::Error::other(InflatedTooMuch(self.cap)))?;
+        Ok(n)
+    }
+}
+
+/// An I/O error caused by [`InflatedTooMuch`] (however the tar reader wrapped it) becomes
+/// [`ExtractError::TooLarge`].
+fn too_large(error: io::Error) -> ExtractError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(e) = cause {
+        if let Some(InflatedTooMuch(cap)) = e.downcast_ref::<InflatedTooMuch>() {
+            return ExtractError::TooLarge(*cap);
+        }
+        // An io::Error's `source` skips the error it wraps; look at that one too.
+        cause = match e.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    ExtractError::Io(error)
 }
 
 /// The entry's path below the package root, or `None` for the root itself.

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+use std::io::Read;
 use std::path::Path;
 
 use reliquary_client::extract::{extract, ExtractError, ExtractLimits};
@@ -218,4 +219,30 @@ fn hostile_fixture_files_are_current() {
         );
     }
     assert_eq!(std::fs::read_dir(&root).unwrap().count(), expected.len());
+}
+
+/// A body that is never written (here a directory's) is still inflated by the tar reader: it
+/// counts, so a bomb hidden there stops at the cap instead of costing minutes of CPU.
+#[test]
+fn bodies_that_are_never_written_count_toward_the_cap() {
+    let mut raw = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_path("package/d/").unwrap();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_size(48 << 20);
+    header.set_mode(0o755);
+    header.set_cksum();
+    raw.append(&header, std::io::repeat(0).take(48 << 20))
+        .unwrap();
+    let bytes = gzip(&raw.into_inner().unwrap());
+    let limits = ExtractLimits {
+        max_unpacked_bytes: 1 << 20,
+        max_ratio: 20,
+        max_entries: 100,
+    };
+    let (_dir, result) = run(&bytes, &limits);
+    assert!(
+        matches!(result, Err(ExtractError::TooLarge(_))),
+        "{result:?}"
+    );
 }

@@ -56,19 +56,22 @@ export async function extract(archive: string, dest: string, limits: ExtractLimi
     pipeline(source, inflate, () => {});
     let crc = 0;
     let length = 0;
+    // Every inflated byte counts, not only file bodies (a directory's or an extension header's
+    // body is inflated too): headers and padding get room of their own beside the cap, as in
+    // lib-client.
+    const allInflated = cap + limits.maxEntries * 3 * 512 + 16 * 1024 * 1024;
     const inflated = (async function* () {
       for await (const chunk of inflate as AsyncIterable<Buffer>) {
         crc = crc32(chunk, crc);
         length += chunk.length;
+        if (length > allInflated) throw new UnsafeTarball(`the tarball unpacks to more than ${cap} bytes`);
         yield chunk;
       }
     })();
     await extractEntries(inflated, dest, limits, cap);
-    // The rest of the member (the tar's end blocks), within the cap, as lib-client reads it.
-    let rest = 0;
-    for await (const chunk of inflated) {
-      rest += chunk.length;
-      if (rest > cap) throw new UnsafeTarball(`the tarball unpacks to more than ${cap} bytes`);
+    // The rest of the member (the tar's end blocks), within the same count.
+    for await (const _ of inflated) {
+      // drained for the trailer's CRC and length
     }
     await member.finish(inflate.bytesWritten, crc, length);
   } catch (e) {

@@ -183,3 +183,11 @@ test('anything after the first gzip member but zero padding is refused: garbage,
   reserved[3] = 0x20;
   await refused(t, reserved, /reserved flag/);
 });
+
+test('a body that is never written (a directory\'s) still counts toward the cap', async (t) => {
+  const dir = tempDir(t);
+  const archive = join(dir, 'a.tgz');
+  writeFileSync(archive, tarball([{ name: 'package/d/', type: '5', mode: 0o755, data: Buffer.alloc(48 << 20) }]));
+  const limits = { maxUnpackedBytes: 1 << 20, maxRatio: 20, maxEntries: 100 };
+  await assert.rejects(extract(archive, join(dir, 'out'), limits), (e) => e instanceof UnsafeTarball && /unpacks to more than/.test(e.message));
+});
