@@ -40,11 +40,8 @@ impl Registry {
                 ));
             }
             let now = self.clock.now();
-            let created_at = self
-                .store
-                .get_publisher(name)
-                .await?
-                .map_or(now, |existing| existing.created_at);
+            let existing = self.store.get_publisher(name).await?;
+            let created_at = existing.as_ref().map_or(now, |e| e.created_at);
             let publisher = TrustedPublisher {
                 name: name.to_owned(),
                 issuer: request.issuer,
@@ -59,6 +56,11 @@ impl Registry {
                 updated_at: now,
             };
             let created = self.store.put_publisher(&publisher).await?;
+            // New rules apply to keys already issued, too: those issued under the old ones are
+            // revoked (an unchanged PUT, as configuration tools repeat, revokes nothing).
+            if existing.is_some_and(|old| !same_rules(&old, &publisher)) {
+                self.revoke_issued_keys(name).await?;
+            }
             Ok((publisher, created))
         }
         .await;
@@ -98,16 +100,7 @@ impl Registry {
                     format!("No trusted publisher named `{name}`."),
                 ));
             }
-            let now = self.clock.now();
-            let mut revoked = 0;
-            for key in self.store.list_keys().await? {
-                let live = key.revoked_at.is_none() && key.expires_at.is_none_or(|at| at > now);
-                if live && key.trusted_publisher.as_deref() == Some(name) {
-                    self.store.revoke_key(&key.id, now).await?;
-                    revoked += 1;
-                }
-            }
-            Ok(revoked)
+            self.revoke_issued_keys(name).await
         }
         .await;
         self.audit
@@ -120,6 +113,20 @@ impl Registry {
             )
             .await;
         result
+    }
+
+    /// Revokes every unexpired key publisher `name` issued; returns how many.
+    async fn revoke_issued_keys(&self, name: &str) -> Result<u64> {
+        let now = self.clock.now();
+        let mut revoked = 0;
+        for key in self.store.list_keys().await? {
+            let live = key.revoked_at.is_none() && key.expires_at.is_none_or(|at| at > now);
+            if live && key.trusted_publisher.as_deref() == Some(name) {
+                self.store.revoke_key(&key.id, now).await?;
+                revoked += 1;
+            }
+        }
+        Ok(revoked)
     }
 
     /// `POST /oidc/token`: verifies the CI's token, finds the publisher it matches, and issues
@@ -263,4 +270,23 @@ impl Registry {
         };
         Ok((issued, key, detail))
     }
+}
+
+/// Whether two versions of a publisher admit the same runs with the same scopes.
+fn same_rules(a: &TrustedPublisher, b: &TrustedPublisher) -> bool {
+    (
+        &a.issuer,
+        &a.audience,
+        &a.claims,
+        &a.allowed_ids,
+        &a.allowed_kinds,
+        &a.allowed_category,
+    ) == (
+        &b.issuer,
+        &b.audience,
+        &b.claims,
+        &b.allowed_ids,
+        &b.allowed_kinds,
+        &b.allowed_category,
+    )
 }

@@ -678,10 +678,47 @@ async fn publishers_are_admin_only_validated_and_deleting_one_revokes_its_keys()
         .unwrap();
     expect_error(response, 403, "forbidden").await;
 
-    let token = exchanged_key(&server, &issuer.token_with(|_| {})).await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    // The same PUT again (as configuration tools repeat it) leaves issued keys alone; new
+    // rules revoke the keys issued under the old ones.
+    let fresh_key = || async {
+        exchanged_key(&server, &issuer.token_with(|_| {})).await["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let rules = json!({"issuer": issuer.url, "audience": AUDIENCE, "claims": {"repository": REPOSITORY}, "allowedIds": ["acme-plugin@*"]});
+    let token = fresh_key().await;
+    assert_eq!(
+        put("acme-release", rules.clone()).await.unwrap().status(),
+        200
+    );
+    let (status, _) = upload_as(
+        &server,
+        &token,
+        "acme-plugin@1",
+        "architecture=x64",
+        npm_tarball("acme-plugin", "1.0.0"),
+    )
+    .await;
+    assert_eq!(status, 201, "an unchanged publisher keeps its keys");
+    let mut narrowed = rules.clone();
+    narrowed["allowedKinds"] = json!(["release"]);
+    assert_eq!(put("acme-release", narrowed).await.unwrap().status(), 200);
+    let (status, body) = upload_as(
+        &server,
+        &token,
+        "acme-plugin@1",
+        "architecture=arm64",
+        npm_tarball("acme-plugin", "1.0.0"),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("revoked"),
+        "{body}"
+    );
+
+    let token = fresh_key().await;
     let deleted = server
         .admin_delete("/trusted-publishers/acme-release")
         .send()
